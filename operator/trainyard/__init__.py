@@ -1,0 +1,3 @@
+"""Trainyard: a Kubernetes operator for distributed PyTorch training."""
+
+__version__ = "0.1.0"

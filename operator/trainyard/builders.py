@@ -1,0 +1,154 @@
+"""Pure builders for the job's children: worker pods, the headless Service, the checkpoint claim.
+
+Each returns a plain manifest dict; tests compare them by exact equality.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .api import API_VERSION, KIND, TRAINER_CONTAINER, DistributedTrainingJob
+from .engine import Launch
+from .naming import (
+    LABEL_ATTEMPT,
+    LABEL_JOB_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_WORKER_INDEX,
+    MANAGED_BY,
+    claim_name,
+    rendezvous_id,
+    service_name,
+    worker_fqdn,
+    worker_name,
+)
+
+CHECKPOINT_VOLUME = "trainyard-checkpoints"
+
+
+def owner_reference(job: DistributedTrainingJob) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": job.metadata.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(job: DistributedTrainingJob) -> dict[str, str]:
+    return {LABEL_JOB_NAME: job.metadata.name, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def rendezvous_conf(job: DistributedTrainingJob, is_host: bool) -> str:
+    rdzv = job.spec.rendezvous
+    parts = [f"join_timeout={rdzv.join_timeout_seconds}"]
+    if rdzv.last_call_timeout_seconds is not None:
+        parts.append(f"last_call_timeout={rdzv.last_call_timeout_seconds}")
+    # Say who hosts the store instead of letting torchrun guess from hostnames, which fails when
+    # the endpoint is a Service FQDN that does not match the pod's own hostname.
+    parts.append(f"is_host={'true' if is_host else 'false'}")
+    return ",".join(parts)
+
+
+def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str,
+               checkpoint_dir: str | None) -> list[dict[str, str]]:
+    """The environment every backend gives a worker: torchrun reads PET_*, the trainer library TRAINYARD_*."""
+    spec = job.spec
+    env = [
+        ("PET_NNODES", spec.nnodes),
+        ("PET_NPROC_PER_NODE", str(spec.procs_per_worker)),
+        ("PET_RDZV_BACKEND", "c10d"),
+        ("PET_RDZV_ENDPOINT", f"{endpoint_host}:{spec.rendezvous.port}"),
+        ("PET_RDZV_ID", rendezvous_id(job.metadata.uid, launch.rendezvous_attempt)),
+        ("PET_RDZV_CONF", rendezvous_conf(job, launch.index == 0)),
+        ("PET_MAX_RESTARTS", str(spec.failure_policy.in_place_restarts)),
+        ("TRAINYARD_JOB_NAME", job.metadata.name),
+        ("TRAINYARD_WORKER_INDEX", str(launch.index)),
+        ("TRAINYARD_ATTEMPT", str(launch.attempt)),
+    ]
+    if checkpoint_dir is not None:
+        env.append(("TRAINYARD_CHECKPOINT_DIR", checkpoint_dir))
+    return [{"name": k, "value": v} for k, v in env]
+
+
+def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
+    meta, spec = job.metadata, job.spec
+    template = copy.deepcopy(spec.template)
+    tmeta = template.get("metadata") or {}
+    pod_spec: dict[str, Any] = template["spec"]
+    name = worker_name(meta.name, launch.attempt, launch.index)
+    endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0)
+    ckpt = spec.checkpoint
+
+    for c in pod_spec["containers"]:
+        if c.get("name") != TRAINER_CONTAINER:
+            continue
+        # Ours first, so the user's env can refer to them as $(PET_RDZV_ID) and the like.
+        c["env"] = worker_env(job, launch, endpoint, ckpt.mount_path if ckpt else None) + (c.get("env") or [])
+        if ckpt:
+            c["volumeMounts"] = [*(c.get("volumeMounts") or []), {"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path}]
+    if ckpt:
+        claim = ckpt.claim_name or claim_name(meta.name)
+        pod_spec["volumes"] = [*(pod_spec.get("volumes") or []),
+                               {"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}}]
+    pod_spec["hostname"] = name
+    pod_spec["subdomain"] = service_name(meta.name)
+    pod_spec["restartPolicy"] = "Never"
+    if spec.run_policy.scheduler_name:
+        pod_spec["schedulerName"] = spec.run_policy.scheduler_name
+    if spec.run_policy.priority_class_name:
+        pod_spec["priorityClassName"] = spec.run_policy.priority_class_name
+
+    labels = {**(tmeta.get("labels") or {}), **_labels(job),
+              LABEL_WORKER_INDEX: str(launch.index), LABEL_ATTEMPT: str(launch.attempt)}
+    pod_meta: dict[str, Any] = {
+        "name": name,
+        "namespace": meta.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(job)],
+    }
+    if tmeta.get("annotations"):
+        pod_meta["annotations"] = dict(tmeta["annotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+
+
+def headless_service(job: DistributedTrainingJob) -> dict[str, Any]:
+    """One Service for all attempts: each pod's hostname carries its attempt, so DNS never collides,
+    and addresses are published before readiness because the rendezvous precedes readiness."""
+    meta = job.metadata
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(meta.name),
+            "namespace": meta.namespace,
+            "labels": _labels(job),
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB_NAME: meta.name},
+            "ports": [{"name": "rendezvous", "port": job.spec.rendezvous.port,
+                       "targetPort": job.spec.rendezvous.port, "protocol": "TCP"}],
+        },
+    }
+
+
+def checkpoint_claim(job: DistributedTrainingJob) -> dict[str, Any] | None:
+    """The claim to create, or None when the job mounts an existing one (or none)."""
+    ckpt, meta = job.spec.checkpoint, job.metadata
+    if ckpt is None or not ckpt.created_claim:
+        return None
+    claim_meta: dict[str, Any] = {"name": claim_name(meta.name), "namespace": meta.namespace, "labels": _labels(job)}
+    if not ckpt.retain:
+        claim_meta["ownerReferences"] = [owner_reference(job)]
+    spec: dict[str, Any] = {
+        "accessModes": list(ckpt.access_modes or ["ReadWriteMany"]),
+        "resources": {"requests": {"storage": ckpt.size}},
+    }
+    if ckpt.storage_class_name is not None:
+        spec["storageClassName"] = ckpt.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": claim_meta, "spec": spec}

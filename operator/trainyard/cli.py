@@ -1,0 +1,60 @@
+"""The `trainyard` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Trainyard: distributed PyTorch training on Kubernetes.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+
+@app.command()
+def crd() -> None:
+    """Print the DistributedTrainingJob CustomResourceDefinition."""
+    from .crd import render
+
+    typer.echo(render(), nl=False)
+
+
+@app.command("operator")
+def run_operator(
+    namespace: list[str] = typer.Option(None, "--namespace", "-n", help="Watch only these namespaces."),
+    kubeconfig: Path | None = typer.Option(None, help="Kubeconfig to use (default: in-cluster or ~/.kube/config)."),
+    liveness: str | None = typer.Option(None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz."),
+    log_format: str = typer.Option("plain", help="plain or json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the operator (kopf, standalone: one replica, no peering)."""
+    import kopf
+
+    from . import controller  # noqa: F401  (registers the handlers)
+
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,
+        log_prefix=True,
+    )
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+    memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None)
+    asyncio.run(kopf.operator(
+        standalone=True,
+        clusterwide=not namespace,
+        namespaces=namespace or [],
+        memo=memo,
+        liveness_endpoint=liveness,
+    ))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Exact manifests from the pure builders."""
+
+from __future__ import annotations
+
+from trainyard.builders import checkpoint_claim, headless_service, worker_pod
+from trainyard.engine import Launch
+
+from .conftest import UID, make_job
+
+OWNER = {"apiVersion": "trainyard.dev/v1alpha1", "kind": "DistributedTrainingJob", "name": "demo", "uid": UID,
+         "controller": True, "blockOwnerDeletion": True}
+
+SPEC = {
+    "workers": 4,
+    "procsPerWorker": 2,
+    "checkpoint": {"size": "5Gi", "storageClassName": "fast"},
+    "failurePolicy": {"inPlaceRestarts": 2},
+    "runPolicy": {"schedulerName": "volcano", "priorityClassName": "high"},
+    "template": {
+        "metadata": {"labels": {"team": "ml"}, "annotations": {"note": "x"}},
+        "spec": {
+            "containers": [
+                {"name": "trainer", "image": "img:1", "command": ["trainyard-launch", "t.py"],
+                 "env": [{"name": "LR", "value": "0.1"}],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "sidecar", "image": "side:1"},
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "restartPolicy": "Always",
+        },
+    },
+}
+
+
+def test_worker_pod_is_exact():
+    job = make_job(SPEC)
+    pod = worker_pod(job, Launch("demo-3-2", 2, 3, 1))
+    assert pod == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "demo-3-2",
+            "namespace": "ml",
+            "labels": {"team": "ml", "trainyard.dev/job-name": "demo", "app.kubernetes.io/managed-by": "trainyard",
+                       "trainyard.dev/worker-index": "2", "trainyard.dev/attempt": "3"},
+            "ownerReferences": [OWNER],
+            "annotations": {"note": "x"},
+        },
+        "spec": {
+            "containers": [
+                {"name": "trainer", "image": "img:1", "command": ["trainyard-launch", "t.py"],
+                 "env": [
+                     {"name": "PET_NNODES", "value": "4:4"},
+                     {"name": "PET_NPROC_PER_NODE", "value": "2"},
+                     {"name": "PET_RDZV_BACKEND", "value": "c10d"},
+                     {"name": "PET_RDZV_ENDPOINT", "value": "demo-1-0.demo.ml.svc:29400"},
+                     {"name": "PET_RDZV_ID", "value": f"{UID}-1"},
+                     {"name": "PET_RDZV_CONF", "value": "join_timeout=600,is_host=false"},
+                     {"name": "PET_MAX_RESTARTS", "value": "2"},
+                     {"name": "TRAINYARD_JOB_NAME", "value": "demo"},
+                     {"name": "TRAINYARD_WORKER_INDEX", "value": "2"},
+                     {"name": "TRAINYARD_ATTEMPT", "value": "3"},
+                     {"name": "TRAINYARD_CHECKPOINT_DIR", "value": "/checkpoints"},
+                     {"name": "LR", "value": "0.1"},
+                 ],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                                  {"name": "trainyard-checkpoints", "mountPath": "/checkpoints"}]},
+                {"name": "sidecar", "image": "side:1"},
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}},
+                        {"name": "trainyard-checkpoints", "persistentVolumeClaim": {"claimName": "demo-checkpoints"}}],
+            "restartPolicy": "Never",
+            "hostname": "demo-3-2",
+            "subdomain": "demo",
+            "schedulerName": "volcano",
+            "priorityClassName": "high",
+        },
+    }
+
+
+def test_worker_0_hosts_the_rendezvous_and_elastic_passes_min_max():
+    job = make_job({"workers": 3, "elastic": {"minWorkers": 2, "maxWorkers": 5},
+                    "rendezvous": {"port": 1234, "joinTimeoutSeconds": 60, "lastCallTimeoutSeconds": 5}})
+    env = {e["name"]: e["value"] for e in worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["env"]}
+    assert env["PET_NNODES"] == "2:5"
+    assert env["PET_RDZV_CONF"] == "join_timeout=60,last_call_timeout=5,is_host=true"
+    assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc:1234"
+    assert "TRAINYARD_CHECKPOINT_DIR" not in env
+
+
+def test_builders_do_not_mutate_the_job_template():
+    job = make_job(SPEC)
+    before = job.spec.template.copy()
+    worker_pod(job, Launch("demo-0-0", 0, 0, 0))
+    assert job.spec.template == before
+
+
+def test_headless_service_is_exact():
+    assert headless_service(make_job(SPEC)) == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "demo", "namespace": "ml",
+                     "labels": {"trainyard.dev/job-name": "demo", "app.kubernetes.io/managed-by": "trainyard"},
+                     "ownerReferences": [OWNER]},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {"trainyard.dev/job-name": "demo"},
+                 "ports": [{"name": "rendezvous", "port": 29400, "targetPort": 29400, "protocol": "TCP"}]},
+    }
+
+
+def test_created_claim_is_owned_unless_retained():
+    claim = checkpoint_claim(make_job(SPEC))
+    assert claim == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "demo-checkpoints", "namespace": "ml",
+                     "labels": {"trainyard.dev/job-name": "demo", "app.kubernetes.io/managed-by": "trainyard"},
+                     "ownerReferences": [OWNER]},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "5Gi"}},
+                 "storageClassName": "fast"},
+    }
+    retained = checkpoint_claim(make_job({**SPEC, "checkpoint": {"size": "1Gi", "retain": True,
+                                                                  "accessModes": ["ReadWriteOnce"]}}))
+    assert "ownerReferences" not in retained["metadata"]
+    assert retained["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+
+
+def test_existing_claim_is_mounted_not_created():
+    job = make_job({**SPEC, "checkpoint": {"claimName": "shared", "mountPath": "/ckpt"}})
+    assert checkpoint_claim(job) is None
+    pod = worker_pod(job, Launch("demo-0-1", 1, 0, 0))
+    assert pod["spec"]["volumes"][-1] == {"name": "trainyard-checkpoints", "persistentVolumeClaim": {"claimName": "shared"}}
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["TRAINYARD_CHECKPOINT_DIR"] == "/ckpt"

@@ -1,0 +1,97 @@
+"""Pods as the engine sees them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from trainyard import reasons as R
+from trainyard.workers import State, Worker, from_pod
+
+
+def pod(phase="Running", labels=None, deletion=None, reason=None, conditions=None, containers=None, message=None):
+    status = {"phase": phase, "conditions": conditions or [], "containerStatuses": containers or []}
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
+    meta = {"name": "j-0-1", "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": labels if labels is not None else {"trainyard.dev/worker-index": "1", "trainyard.dev/attempt": "0"}}
+    if deletion:
+        meta["deletionTimestamp"] = deletion
+    return {"metadata": meta, "status": status}
+
+
+def terminated(code, reason="Error", name="trainer"):
+    return [{"name": name, "state": {"terminated": {"exitCode": code, "reason": reason,
+                                                    "finishedAt": "2026-01-01T00:01:00Z"}}}]
+
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_not_a_worker():
+    assert from_pod(pod(labels={})) is None
+    assert from_pod(pod(labels={"trainyard.dev/worker-index": "x", "trainyard.dev/attempt": "0"})) is None
+
+
+def test_running_and_ready():
+    w = from_pod(pod(conditions=[{"type": "Ready", "status": "True"}]))
+    assert w == Worker("j-0-1", 1, 0, State.RUNNING, ready=True, created_at=T)
+
+
+@pytest.mark.parametrize(("code", "reason", "oom"), [(1, "Error", False), (137, "OOMKilled", True), (137, "Error", True),
+                                                     (143, "Error", False)])
+def test_failed_exit_codes(code, reason, oom):
+    w = from_pod(pod("Failed", containers=terminated(code, reason)))
+    assert (w.state, w.exit_code, w.oom, w.reason, w.disruption) == (State.FAILED, code, oom, reason, None)
+
+
+def test_succeeded():
+    assert from_pod(pod("Succeeded", containers=terminated(0, "Completed"))).state == State.SUCCEEDED
+
+
+def test_trainer_exit_decides_even_while_a_sidecar_runs():
+    w = from_pod(pod("Running", containers=terminated(3) + [{"name": "side", "state": {"running": {}}}]))
+    assert (w.state, w.exit_code) == (State.FAILED, 3)
+
+
+@pytest.mark.parametrize(("kw", "disruption"), [
+    ({"phase": "Failed", "reason": "Evicted", "message": "low memory"}, R.EVICTED),
+    ({"phase": "Failed", "reason": "Terminated"}, R.NODE_LOST),
+    ({"phase": "Running", "conditions": [{"type": "DisruptionTarget", "status": "True",
+                                          "reason": "EvictionByEvictionAPI"}]}, R.EVICTED),
+    ({"phase": "Running", "conditions": [{"type": "DisruptionTarget", "status": "True",
+                                          "reason": "DeletionByTaintManager"}]}, R.NODE_LOST),
+    ({"phase": "Running", "deletion": "2026-01-01T00:02:00Z"}, R.POD_DELETED),
+])
+def test_disruptions(kw, disruption):
+    w = from_pod(pod(**kw))
+    assert (w.state, w.disruption) == (State.FAILED, disruption)
+
+
+def test_a_finished_pod_being_deleted_is_not_a_disruption():
+    w = from_pod(pod("Failed", deletion="2026-01-01T00:02:00Z", containers=terminated(1)))
+    assert (w.state, w.disruption, w.exit_code) == (State.FAILED, None, 1)
+
+
+@pytest.mark.parametrize("reason", ["ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"])
+def test_stuck_pending(reason):
+    w = from_pod(pod("Pending", containers=[{"name": "trainer", "state": {"waiting": {"reason": reason, "message": "m"}}}]))
+    assert (w.state, w.reason, w.message) == (State.PENDING, reason, "m")
+
+
+def test_container_creating_is_not_stuck():
+    w = from_pod(pod("Pending", containers=[{"name": "trainer", "state": {"waiting": {"reason": "ContainerCreating"}}}]))
+    assert (w.state, w.reason) == (State.PENDING, "")
+
+
+def test_unschedulable():
+    w = from_pod(pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                             "message": "0/3 nodes"}]))
+    assert (w.state, w.reason, w.message) == (State.PENDING, R.UNSCHEDULABLE, "0/3 nodes")
+
+
+def test_vanished():
+    w = from_pod(pod()).vanished()
+    assert (w.state, w.disruption, w.failed, w.active) == (State.VANISHED, R.POD_DELETED, True, False)
