@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CRD := crds/trainyard.dev_distributedtrainingjobs.yaml
+CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
 -include e2e/cluster/cluster.mk
 
@@ -20,9 +21,11 @@ $(STAMP): pyproject.toml
 
 crds: setup
 	$(PY) -m trainyard.cli crd > $(CRD)
+	cp $(CRD) $(CHART_CRD)
 
 verify: setup
 	@$(PY) -m trainyard.cli crd | diff -u $(CRD) - || { echo "$(CRD) is stale: run 'make crds'"; exit 1; }
+	@diff -u $(CRD) $(CHART_CRD) || { echo "$(CHART_CRD) is stale: run 'make crds'"; exit 1; }
 	@echo "generated files are current"
 
 lint: setup

@@ -359,10 +359,10 @@ class DistributedTrainingJobSpec(_Model):
     )
     elastic: ElasticPolicy | None = Field(None, description="Makes the job elastic: torchrun PET_NNODES=min:max.")
     procs_per_worker: int = Field(1, ge=1, le=1024, description="Processes per worker: torchrun --nproc-per-node.")
-    rendezvous: Rendezvous = Field(default_factory=Rendezvous, description="torchrun rendezvous settings.")
+    rendezvous: Rendezvous = Field(default_factory=Rendezvous, json_schema_extra={"default": {}}, description="torchrun rendezvous settings.")
     checkpoint: Checkpoint | None = Field(None, description="Checkpoint volume shared by every worker and attempt.")
-    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="Restart rules.")
-    run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Deadlines, TTL, suspend and cleanup.")
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, json_schema_extra={"default": {}}, description="Restart rules.")
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description="Deadlines, TTL, suspend and cleanup.")
     template: dict[str, Any] = Field(
         json_schema_extra={"x-trainyard-schema": "template"},
         description="Pod template for every worker. It must have a container named 'trainer'.",

@@ -30,12 +30,12 @@ def run_operator(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the operator (kopf, standalone: one replica, no peering)."""
+    if kubeconfig is not None:
+        # Before importing kopf: the kubernetes library reads KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = str(kubeconfig)
     import kopf
 
     from . import controller  # noqa: F401  (registers the handlers)
-
-    if kubeconfig is not None:
-        os.environ["KUBECONFIG"] = str(kubeconfig)
     kopf.configure(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,

@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import api
 from . import reasons as R
 from .engine import Event, Plan, decide, set_condition
-from .kube import Conflict, KubeBackend, load_config
+from .kube import Conflict, KubeBackend, api_message, load_config
 from .naming import LABEL_JOB_NAME
 from .workers import State, Worker, from_pod
 
@@ -142,14 +143,16 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
         for launch in plan.create:
             loop.created[launch.name] = (Worker(launch.name, launch.index, launch.attempt, State.PENDING), mono)
         for err in backend.create_workers(job_now, plan.create):
-            log.warning("creating a worker of %s/%s failed: %s", ns, name, err)
+            log.warning("creating a worker of %s/%s failed: %s", ns, name,
+                        api_message(err) if isinstance(err, ApiException) else err)
             loop.requeue = 1.0
     to_delete = [n for n in plan.delete if n not in loop.deleted]
     if to_delete:
         mono = time.monotonic()
         loop.deleted.update({n: mono for n in to_delete})
         for err in backend.delete_workers(ns, to_delete):
-            log.warning("deleting a worker of %s/%s failed: %s", ns, name, err)
+            log.warning("deleting a worker of %s/%s failed: %s", ns, name,
+                        api_message(err) if isinstance(err, ApiException) else err)
     if plan.delete_job:
         backend.delete_job(ns, name)
 
@@ -164,6 +167,9 @@ async def run_loop(registry: Registry, loop: JobLoop) -> None:
         indexed = list(registry.index.get(key, [])) if registry.index is not None else []
         try:
             loop.requeue = await asyncio.to_thread(reconcile, registry.backend, loop, indexed)
+        except ApiException as e:  # e.g. the namespace is terminating; the body says what the apiserver refused
+            log.warning("reconcile of %s/%s: API error %s: %s; retrying", *key, e.status, api_message(e))
+            loop.requeue = 5.0
         except Exception:  # never let one job's trouble stop its loop or the operator
             log.exception("reconcile of %s/%s failed; retrying", *key)
             loop.requeue = 5.0
@@ -175,8 +181,9 @@ def wake(registry: Registry, namespace: str, name: str) -> None:
     key = (namespace, name)
     loop = registry.loops.get(key)
     if loop is None:
-        loop = registry.loops[key] = JobLoop(namespace, name)
+        loop = JobLoop(namespace, name)
         loop.task = asyncio.create_task(run_loop(registry, loop), name=f"trainyard:{namespace}/{name}")
+        registry.loops[key] = loop
     loop.wakeup.set()
 
 
@@ -197,7 +204,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.index("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
-def worker_pods(namespace: str, labels: dict, body: kopf.Body, **_: Any) -> dict:
+async def worker_pods(namespace: str, labels: dict, body: kopf.Body, **_: Any) -> dict:
     worker = from_pod(dict(body))
     if worker is None:
         return {}
@@ -205,8 +212,9 @@ def worker_pods(namespace: str, labels: dict, body: kopf.Body, **_: Any) -> dict
     return {(namespace, labels[LABEL_JOB_NAME]): (owner, worker)}
 
 
+# Event handlers are async on purpose: they only touch in-memory state and must run on the loop.
 @kopf.on.event("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
-def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, memo: kopf.Memo,
+async def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, memo: kopf.Memo,
               worker_pods: kopf.Index, **_: Any) -> None:
     registry: Registry = memo["registry"]
     registry.index = worker_pods
@@ -222,7 +230,7 @@ def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, memo: 
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def job_event(event: dict, namespace: str, name: str, memo: kopf.Memo, worker_pods: kopf.Index,
+async def job_event(event: dict, namespace: str, name: str, memo: kopf.Memo, worker_pods: kopf.Index,
               **_: Any) -> None:
     registry: Registry = memo["registry"]
     registry.index = worker_pods

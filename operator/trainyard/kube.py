@@ -5,6 +5,7 @@ Synchronous (the official client is); the controller runs it in a thread, off th
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -31,6 +32,13 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     # Pod fan-out runs in parallel threads; the default pool (cpu*5) would serialise them.
     cfg.connection_pool_maxsize = 64
     return client.ApiClient(cfg)
+
+
+def api_message(e: ApiException) -> str:
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
 
 
 class Conflict(Exception):
@@ -123,4 +131,4 @@ class KubeBackend:
             try:
                 self.core.create_namespaced_event(meta["namespace"], body)
             except ApiException as e:  # events are best effort: never fail a reconcile over one
-                log.warning("could not post event %s on %s: %s", ev.reason, meta["name"], e.reason)
+                log.warning("could not post event %s on %s: %s", ev.reason, meta["name"], api_message(e))

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from trainyard.api import DistributedTrainingJob
 from trainyard.workers import State, Worker
 

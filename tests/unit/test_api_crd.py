@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from trainyard import crd
 from trainyard.api import DistributedTrainingJob, semantic_errors
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from trainyard import reasons as R
 from trainyard.api import Phase
 from trainyard.engine import Launch, decide

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from trainyard import reasons as R
 from trainyard.workers import State, Worker, from_pod
 

@@ -1,0 +1,239 @@
+"""The cluster tier: a real control plane (kube-apiserver, etcd, kube-controller-manager,
+kube-scheduler built from Go modules, kwok playing the kubelets) and the real operator process,
+running as the Helm chart's ServiceAccount.
+
+Set TRAINYARD_E2E_KUBECONFIG to run against an existing cluster (kind in the e2e workflow).
+Otherwise one kwok cluster is started for the session. With CI=true a cluster that cannot start
+fails the run; elsewhere a missing Go toolchain skips the tier with one loud line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from .helpers import Kube, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_SCRIPTS = REPO / "e2e" / "cluster"
+CACHE = Path(os.environ.get("TRAINYARD_CACHE", Path.home() / ".cache" / "trainyard"))
+BIN = CACHE / "bin" / "current"
+CLUSTER_NAME = os.environ.get("TRAINYARD_TEST_CLUSTER", "trainyard-test")
+OPERATOR_NS = "trainyard-system"
+OPERATOR_SA = "trainyard"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/cluster/" in str(item.fspath):
+            item.add_marker(pytest.mark.cluster)
+
+
+def _unavailable(why: str) -> None:
+    if IN_CI:
+        pytest.fail(f"cluster tier cannot run in CI: {why}", pytrace=False)
+    line = f"SKIPPING THE CLUSTER TIER: {why}"
+    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
+    pytest.skip(line)
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl: str
+    helm: str
+    local: bool  # a kwok cluster of ours (fake nodes can be added and deleted)
+
+    def kubectl_run(self, *args: str, kubeconfig: str | None = None, check: bool = True,
+                    input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([self.kubectl, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
+                              text=True, capture_output=True, check=check, input=input)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    external = os.environ.get("TRAINYARD_E2E_KUBECONFIG")
+    if external:
+        kubectl = shutil.which("kubectl") or str(BIN / "kubectl")
+        helm = shutil.which("helm") or str(BIN / "helm")
+        yield Cluster(external, kubectl, helm, local=False)
+        return
+    if shutil.which("go") is None and not (BIN / "kube-apiserver").exists():
+        _unavailable("no Go toolchain to build the control plane (install Go 1.26, or set TRAINYARD_E2E_KUBECONFIG)")
+    try:
+        build = subprocess.run([str(CLUSTER_SCRIPTS / "build.sh")], text=True, capture_output=True, timeout=3600)
+        if build.returncode != 0:
+            _unavailable(f"building the control plane failed:\n{build.stderr[-3000:]}")
+        up = subprocess.run([str(CLUSTER_SCRIPTS / "up.sh"), CLUSTER_NAME], text=True, capture_output=True,
+                            timeout=600)
+        if up.returncode != 0:
+            _unavailable(f"starting the cluster failed:\n{up.stderr[-3000:]}")
+    except subprocess.TimeoutExpired as e:
+        _unavailable(f"{e.cmd} timed out")
+    kubeconfig = up.stdout.strip().splitlines()[-1]
+    yield Cluster(kubeconfig, str(BIN / "kubectl"), str(BIN / "helm"), local=True)
+    if os.environ.get("TRAINYARD_KEEP_CLUSTER") != "1":
+        subprocess.run([str(CLUSTER_SCRIPTS / "down.sh"), CLUSTER_NAME], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Cluster) -> Kube:
+    return Kube(config.new_client_from_config(config_file=cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def installed(cluster: Cluster, kube: Kube) -> Cluster:
+    """The chart installed with a real helm: the CRD, the ServiceAccount and its RBAC."""
+    args = ["upgrade", "--install", "trainyard", str(REPO / "charts" / "trainyard"), "--namespace", OPERATOR_NS,
+            "--create-namespace", "--kubeconfig", cluster.kubeconfig, "--wait", "--timeout", "120s"]
+    _run([cluster.helm, *args])
+    # helm installs a chart's CRD only once; make sure this run's CRD is the one being tested.
+    cluster.kubectl_run("apply", "--server-side", "--force-conflicts", "-f",
+                        str(REPO / "crds" / "trainyard.dev_distributedtrainingjobs.yaml"))
+    cluster.kubectl_run("wait", "--for=condition=Established", "--timeout=60s",
+                        "crd/distributedtrainingjobs.trainyard.dev")
+    return cluster
+
+
+def _service_account_kubeconfig(cluster: Cluster) -> str:
+    """A kubeconfig holding a real token of the chart's ServiceAccount (TokenRequest API), so the
+    operator is authorised exactly as it would be in its pod."""
+    token = cluster.kubectl_run("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=24h").stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    server = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+    cfg = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [server],
+        "users": [{"name": "trainyard-operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": server["name"], "user": "trainyard-operator"}}],
+        "current-context": "operator",
+    }
+    path = Path(cluster.kubeconfig).with_name(f"kubeconfig-{OPERATOR_SA}-sa")
+    path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)
+    return str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Operator:
+    """The real `trainyard operator` process, started and killed like a pod would be."""
+
+    def __init__(self, kubeconfig: str, log_dir: Path):
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        port = _free_port()
+        exe = Path(sys.executable).with_name("trainyard")
+        self._log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(exe), "operator", "--kubeconfig", self.kubeconfig, "--liveness", f"http://127.0.0.1:{port}/healthz",
+             "--verbose"],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def alive() -> bool:
+            assert self.proc.poll() is None, f"operator exited:\n{self.logs()}"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                import urllib.request
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return r.status == 200
+            return False
+
+        wait_for(alive, 60, "the operator's liveness endpoint")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies under it."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def logs(self) -> str:
+        return self.log_path.read_text()[-6000:] if self.log_path.exists() else ""
+
+    def errors(self) -> list[str]:
+        """Lines showing the operator was denied by RBAC, or hit an unexpected exception."""
+        text = "".join(p.read_text() for p in self.log_dir.glob("operator-*.log"))
+        return [line for line in text.splitlines()
+                if f'User "system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}" cannot' in line or "Traceback" in line]
+
+
+@pytest.fixture(scope="session")
+def operator(installed: Cluster, tmp_path_factory) -> Iterator[Operator]:
+    op = Operator(_service_account_kubeconfig(installed), tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(autouse=True)
+def _operator_stays_healthy(request):
+    """Every cluster test also asserts the operator was never refused by RBAC and never crashed."""
+    yield
+    if "operator" in request.fixturenames:
+        op: Operator = request.getfixturevalue("operator")
+        assert op.errors() == [], "\n".join(op.errors()[:20]) + "\n" + op.logs()
+
+
+@pytest.fixture
+def ns(kube: Kube, installed: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(lambda: _default_sa(kube, name), 30, f"default ServiceAccount in {name}")
+    yield name
+    kube.core.delete_namespace(name)
+
+
+def _default_sa(kube: Kube, ns: str) -> bool:
+    try:
+        kube.core.read_namespaced_service_account("default", ns)
+        return True
+    except client.ApiException:
+        return False
+
+
+@pytest.fixture
+def elapsed():
+    t0 = time.monotonic()
+    return lambda: time.monotonic() - t0
