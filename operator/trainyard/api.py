@@ -220,14 +220,15 @@ class FailurePolicy(_Model):
             return 0.0
         return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (restart_number - 2)))
 
-    def is_retryable(self, exit_code: int | None, oom: bool) -> bool:
+    def is_retryable(self, exit_code: int | None, oom: bool, hung: bool = False) -> bool:
         if self.restart_policy == RestartPolicy.NEVER:
             return False
-        if self.restart_policy == RestartPolicy.ON_FAILURE:
+        if self.restart_policy == RestartPolicy.ON_FAILURE or hung:
             return True
         if self.retryable_exit_codes is not None:
             return exit_code in self.retryable_exit_codes
-        return not oom and exit_code is not None and exit_code >= 128 and exit_code != 137
+        # On Kubernetes 137 means OOM (workers.from_pod marks it); a local SIGKILL is just a signal.
+        return not oom and exit_code is not None and exit_code >= 128
 
 
 class RunPolicy(_Model):
@@ -244,6 +245,13 @@ class RunPolicy(_Model):
         description=(
             "How long a worker may stay unschedulable or stuck pulling its image "
             "(ImagePullBackOff, ErrImagePull, CreateContainerConfigError) before the job fails."
+        ),
+    )
+    progress_deadline_seconds: int | None = Field(
+        None, ge=1,
+        description=(
+            "Declare the job hung when no worker reports training progress (the trainer library's heartbeat) "
+            "for this long, and restart the gang with reason Hung (counted as a restart)."
         ),
     )
     suspend: bool = Field(False, description="Delete the workers and pause the job; resuming is not a restart.")

@@ -24,6 +24,12 @@ from .naming import (
 )
 
 CHECKPOINT_VOLUME = "trainyard-checkpoints"
+RUN_VOLUME = "trainyard-run"
+RUN_DIR = "/var/run/trainyard"
+HEARTBEAT_FILE = f"{RUN_DIR}/heartbeat"
+# The launcher's own watchdog fires at the deadline; the probe is the backstop for a launcher
+# that is itself stuck, so it waits a little longer.
+PROBE_SLACK_SECONDS = 30
 
 
 def owner_reference(job: DistributedTrainingJob) -> dict[str, Any]:
@@ -53,7 +59,7 @@ def rendezvous_conf(job: DistributedTrainingJob, is_host: bool) -> str:
 
 
 def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str,
-               checkpoint_dir: str | None) -> list[dict[str, str]]:
+               checkpoint_dir: str | None, heartbeat_file: str | None = None) -> list[dict[str, str]]:
     """The environment every backend gives a worker: torchrun reads PET_*, the trainer library TRAINYARD_*."""
     spec = job.spec
     env = [
@@ -70,7 +76,21 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str,
     ]
     if checkpoint_dir is not None:
         env.append(("TRAINYARD_CHECKPOINT_DIR", checkpoint_dir))
+    deadline = spec.run_policy.progress_deadline_seconds
+    if deadline is not None and heartbeat_file is not None:
+        env.append(("TRAINYARD_HEARTBEAT_FILE", heartbeat_file))
+        env.append(("TRAINYARD_PROGRESS_DEADLINE_SECONDS", str(deadline)))
     return [{"name": k, "value": v} for k, v in env]
+
+
+def heartbeat_probe(deadline: int) -> dict[str, Any]:
+    limit = deadline + PROBE_SLACK_SECONDS
+    return {
+        "exec": {"command": ["sh", "-c", f"test $(( $(date +%s) - $(stat -c %Y {HEARTBEAT_FILE}) )) -lt {limit}"]},
+        "initialDelaySeconds": limit,
+        "periodSeconds": 10,
+        "failureThreshold": 1,
+    }
 
 
 def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
@@ -82,17 +102,29 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
     endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0)
     ckpt = spec.checkpoint
 
+    deadline = spec.run_policy.progress_deadline_seconds
     for c in pod_spec["containers"]:
         if c.get("name") != TRAINER_CONTAINER:
             continue
         # Ours first, so the user's env can refer to them as $(PET_RDZV_ID) and the like.
-        c["env"] = worker_env(job, launch, endpoint, ckpt.mount_path if ckpt else None) + (c.get("env") or [])
+        c["env"] = worker_env(job, launch, endpoint, ckpt.mount_path if ckpt else None,
+                              HEARTBEAT_FILE if deadline else None) + (c.get("env") or [])
+        mounts = list(c.get("volumeMounts") or [])
         if ckpt:
-            c["volumeMounts"] = [*(c.get("volumeMounts") or []), {"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path}]
+            mounts.append({"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path})
+        if deadline:
+            mounts.append({"name": RUN_VOLUME, "mountPath": RUN_DIR})
+            c["livenessProbe"] = heartbeat_probe(deadline)
+        if mounts:
+            c["volumeMounts"] = mounts
+    volumes = list(pod_spec.get("volumes") or [])
     if ckpt:
         claim = ckpt.claim_name or claim_name(meta.name)
-        pod_spec["volumes"] = [*(pod_spec.get("volumes") or []),
-                               {"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}}]
+        volumes.append({"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
+    if deadline:
+        volumes.append({"name": RUN_VOLUME, "emptyDir": {}})
+    if volumes:
+        pod_spec["volumes"] = volumes
     pod_spec["hostname"] = name
     pod_spec["subdomain"] = service_name(meta.name)
     pod_spec["restartPolicy"] = "Never"

@@ -20,7 +20,7 @@ Rules, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from . import reasons as R
@@ -95,6 +95,8 @@ def describe(w: Worker) -> str:
         return f"worker {w.index} (pod {w.name}) was disrupted: {w.disruption}" + (f": {w.message}" if w.message else "")
     if w.state == State.VANISHED:
         return f"worker {w.index} (pod {w.name}) was deleted"
+    if w.hung:
+        return f"worker {w.index} (pod {w.name}) made no training progress" + (f": {w.message}" if w.message else "")
     if w.oom:
         return (f"worker {w.index} (pod {w.name}) was OOM-killed (exit code {w.exit_code}); "
                 "raise the trainer container's memory limit or lower the batch size")
@@ -231,7 +233,7 @@ class _Decider:
         members = {i: w for i, w in current.items() if i < desired}
         surplus = [w for i, w in current.items() if i >= desired]
 
-        failed = [w for w in members.values() if w.failed]
+        failed = [w for w in members.values() if w.failed] or self.hung(members)
         if failed:
             return self.on_failure(members, surplus, failed)
 
@@ -299,8 +301,10 @@ class _Decider:
         if root.disruption:
             st.disruptions += 1
             return self.restart(members, surplus, root, root.disruption, f"{what}; restarting (not counted)", 0.0)
-        if not fp.is_retryable(root.exit_code, root.oom):
-            if root.oom:
+        if not fp.is_retryable(root.exit_code, root.oom, root.hung):
+            if root.hung:
+                reason = R.HUNG
+            elif root.oom:
                 reason = R.OOM_KILLED
             elif fp.restart_policy == RestartPolicy.NEVER:
                 reason = R.WORKER_FAILED
@@ -314,7 +318,7 @@ class _Decider:
             return self.finish(False, R.BACKOFF_LIMIT_EXCEEDED,
                                f"{what}; spec.failurePolicy.backoffLimit={fp.backoff_limit} restarts used up")
         st.restarts += 1
-        reason = R.OOM_KILLED if root.oom else R.WORKER_FAILED
+        reason = R.HUNG if root.hung else R.OOM_KILLED if root.oom else R.WORKER_FAILED
         delay = fp.backoff_delay(st.restarts)
         return self.restart(members, surplus, root, reason,
                             f"{what}; restart {st.restarts} of {fp.backoff_limit}", delay)
@@ -343,6 +347,24 @@ class _Decider:
             for i in range(spec.desired_workers):
                 self.launch(i, st.attempt)
         return self.plan
+
+    def hung(self, members: dict[int, Worker]) -> list[Worker]:
+        """Workers that are all alive but none made progress within the deadline (seen through the
+        heartbeat by backends that can; on Kubernetes the launcher exits with HUNG_EXIT_CODE instead)."""
+        limit = self.spec.run_policy.progress_deadline_seconds
+        if limit is None or not members or len(members) < self.spec.desired_workers:
+            return []
+        if not all(w.state == State.RUNNING and w.last_progress is not None for w in members.values()):
+            return []
+        newest = max(w.last_progress for w in members.values())
+        expiry = newest + timedelta(seconds=limit)
+        if self.now < expiry:
+            self.plan.wake_at(self.now, expiry)
+            return []
+        idle = int((self.now - newest).total_seconds())
+        return [replace(members[min(members)], state=State.FAILED, hung=True,
+                        message=f"no worker reported progress for {idle}s "
+                                f"(spec.runPolicy.progressDeadlineSeconds={limit})")]
 
     def stuck(self, members: dict[int, Worker]) -> bool | None:
         """Reports workers that cannot start. None: the job failed for it; True: some are stuck."""

@@ -17,6 +17,7 @@ ALL_WORKERS_SUCCEEDED = "AllWorkersSucceeded"
 WORKER_FAILED = "WorkerFailed"  # a retryable failure (restart) or, with restartPolicy Never, the end
 NON_RETRYABLE_EXIT_CODE = "NonRetryableExitCode"
 OOM_KILLED = "OOMKilled"
+HUNG = "Hung"  # no training progress within runPolicy.progressDeadlineSeconds
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 INVALID_SPEC = "InvalidSpec"
@@ -32,3 +33,6 @@ UNSCHEDULABLE = "Unschedulable"
 STUCK_REASONS = ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName")
 # Waiting reasons that will never fix themselves: fail at once, not at the startup deadline.
 PERMANENT_STUCK_REASONS = ("InvalidImageName",)
+
+# The trainer launcher exits with this code when its heartbeat goes stale (trainyard_trainer.launch).
+HUNG_EXIT_CODE = 86

@@ -49,12 +49,15 @@ class Worker:
     ready: bool = False
     exit_code: int | None = None
     oom: bool = False
+    hung: bool = False
     # why it stopped (Failed) or cannot start (Pending): a pod reason, a waiting reason, Unschedulable
     reason: str = ""
     message: str = ""
     disruption: str | None = None  # Evicted, NodeLost or PodDeleted: not the workload's fault
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    # newest heartbeat, for backends that can see it (the local runtime); None when unknown
+    last_progress: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -120,8 +123,9 @@ def from_pod(pod: dict[str, Any], trainer: str = "trainer") -> Worker | None:
         if code == 0:
             return replace(base, state=State.SUCCEEDED, exit_code=0, finished_at=_ts((terminated or {}).get("finishedAt")))
         oom = (terminated or {}).get("reason") == "OOMKilled" or code == 137
+        hung = code == reasons.HUNG_EXIT_CODE
         return replace(
-            base, state=State.FAILED, exit_code=code, oom=oom,
+            base, state=State.FAILED, exit_code=code, oom=oom, hung=hung,
             reason=(terminated or {}).get("reason") or status.get("reason") or "Error",
             message=(terminated or {}).get("message") or status.get("message") or "",
             finished_at=_ts((terminated or {}).get("finishedAt")),

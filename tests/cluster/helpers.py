@@ -126,7 +126,8 @@ class Kube:
 
     def events(self, ns: str, name: str) -> list[tuple[str, str]]:
         evs = self.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
-        evs.sort(key=lambda e: (e.first_timestamp or e.event_time or datetime.min.replace(tzinfo=UTC), e.metadata.name))
+        # timestamps have second resolution; the etcd revision orders events posted within one second
+        evs.sort(key=lambda e: int(e.metadata.resource_version))
         return [(e.reason, e.message) for e in evs]
 
 

@@ -131,3 +131,19 @@ def test_existing_claim_is_mounted_not_created():
     assert pod["spec"]["volumes"][-1] == {"name": "trainyard-checkpoints", "persistentVolumeClaim": {"claimName": "shared"}}
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env["TRAINYARD_CHECKPOINT_DIR"] == "/ckpt"
+
+
+def test_progress_deadline_adds_heartbeat_env_volume_and_liveness_probe():
+    job = make_job({"workers": 1, "runPolicy": {"progressDeadlineSeconds": 120}})
+    pod = worker_pod(job, Launch("demo-0-0", 0, 0, 0))
+    trainer = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in trainer["env"]}
+    assert env["TRAINYARD_HEARTBEAT_FILE"] == "/var/run/trainyard/heartbeat"
+    assert env["TRAINYARD_PROGRESS_DEADLINE_SECONDS"] == "120"
+    assert trainer["volumeMounts"] == [{"name": "trainyard-run", "mountPath": "/var/run/trainyard"}]
+    assert pod["spec"]["volumes"] == [{"name": "trainyard-run", "emptyDir": {}}]
+    assert trainer["livenessProbe"] == {
+        "exec": {"command": ["sh", "-c",
+                             "test $(( $(date +%s) - $(stat -c %Y /var/run/trainyard/heartbeat) )) -lt 150"]},
+        "initialDelaySeconds": 150, "periodSeconds": 10, "failureThreshold": 1,
+    }

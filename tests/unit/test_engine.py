@@ -417,3 +417,45 @@ def test_a_job_being_deleted_is_left_to_garbage_collection():
     job = make_job(status=RUNNING_STATUS, deletionTimestamp=(T0 + timedelta(seconds=1)).isoformat())
     plan = decide(job, [wk(0), wk(1, state=State.FAILED, exit_code=1)], at(5))
     assert plan.create == [] and plan.delete == [] and plan.status == job.status
+
+
+# --- hang detection --------------------------------------------------------------------------------
+
+
+def test_exit_86_from_the_launcher_watchdog_restarts_the_gang_as_hung():
+    workers = [wk(0), wk(1, state=State.FAILED, exit_code=86, hung=True, message="Hung: no training progress for 60 s")]
+    plan = decide(make_job({"failurePolicy": {"restartPolicy": "ExitCode"}}, RUNNING_STATUS), workers, at(5))
+    assert (plan.status.phase, plan.status.restarts, plan.status.attempt) == (Phase.RESTARTING, 1, 1)
+    assert conds(plan.status)["Restarting"] == ("True", R.HUNG)
+
+
+def test_heartbeats_older_than_the_progress_deadline_restart_the_gang():
+    job = make_job({"runPolicy": {"progressDeadlineSeconds": 30}}, RUNNING_STATUS)
+    fresh = [wk(0, last_progress=at(10)), wk(1, last_progress=at(20))]
+    ok = decide(job, fresh, at(45))
+    assert ok.status.phase == Phase.RUNNING and ok.create == []
+    assert ok.requeue_after == 5.0  # looks again when the newest heartbeat would expire
+    stale = decide(job, fresh, at(50))
+    st = stale.status
+    assert (st.phase, st.restarts, st.attempt) == (Phase.RESTARTING, 1, 1)
+    assert conds(st)["Restarting"] == ("True", R.HUNG)
+    assert "no worker reported progress for 30s" in st.message
+    assert stale.delete == ["demo-0-0", "demo-0-1"] and stale.create == launches(1, 2)
+
+
+def test_no_heartbeat_information_never_means_hung():
+    job = make_job({"runPolicy": {"progressDeadlineSeconds": 30}}, RUNNING_STATUS)
+    assert decide(job, [wk(0), wk(1)], at(500)).status.phase == Phase.RUNNING
+
+
+def test_hung_under_never_fails_with_reason_hung():
+    job = make_job({"runPolicy": {"progressDeadlineSeconds": 30}, "failurePolicy": {"restartPolicy": "Never"}},
+                   RUNNING_STATUS)
+    plan = decide(job, [wk(0, last_progress=T0), wk(1, last_progress=T0)], at(31))
+    assert conds(plan.status)["Failed"] == ("True", R.HUNG)
+
+
+def test_a_local_sigkill_is_a_retryable_signal_not_an_oom():
+    workers = [wk(0), wk(1, state=State.FAILED, exit_code=137, oom=False, reason="Killed")]
+    plan = decide(make_job({"failurePolicy": {"restartPolicy": "ExitCode"}}, RUNNING_STATUS), workers, at(5))
+    assert plan.status.phase == Phase.RESTARTING

@@ -96,3 +96,9 @@ def test_unschedulable():
 def test_vanished():
     w = from_pod(pod()).vanished()
     assert (w.state, w.disruption, w.failed, w.active) == (State.VANISHED, R.POD_DELETED, True, False)
+
+
+def test_launcher_hung_exit_code():
+    w = from_pod(pod("Failed", containers=[{"name": "trainer", "state": {"terminated": {
+        "exitCode": 86, "reason": "Error", "message": "Hung: no training progress for 60 s"}}}]))
+    assert (w.hung, w.oom, w.message) == (True, False, "Hung: no training progress for 60 s")
