@@ -1,0 +1,190 @@
+"""The workstation runtime with real processes: the engine's rules applied to process trees.
+
+These use tiny Python workers (no torch) to pin the runtime's mechanics; tests/runtime/test_training.py
+trains for real with torch and gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from trainyard import reasons as R
+from trainyard.api import Phase
+from trainyard.local import Injection, Runner, load_job
+
+TRAINYARD = str(Path(sys.executable).with_name("trainyard"))
+
+
+def write_job(tmp: Path, script: str, workers: int = 2, **spec) -> Path:
+    (tmp / "worker.py").write_text(textwrap.dedent(script))
+    body = {
+        "apiVersion": "trainyard.dev/v1alpha1", "kind": "DistributedTrainingJob", "metadata": {"name": "tiny"},
+        "spec": {"workers": workers, **spec,
+                 "template": {"spec": {"containers": [{"name": "trainer", "image": "local",
+                                                       "command": [sys.executable, str(tmp / "worker.py")]}]}}},
+    }
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def run(tmp: Path, path: Path, injection: Injection | None = None, workers: int | None = None):
+    runner = Runner(load_job(path, workers), tmp / "work", tmp / "ckpt", injection, tick=0.05)
+    (tmp / "ckpt").mkdir(exist_ok=True)
+    return runner.run()
+
+
+STEPS = """
+    import os, sys, time
+    for i in range(int(os.environ.get("STEPS", "6"))):
+        print(f"[trainyard] step={i}", flush=True)
+        time.sleep(0.1)
+"""
+
+
+def test_workers_get_the_operators_env_with_a_local_rendezvous(tmp_path):
+    path = write_job(tmp_path, """
+        import json, os
+        keep = {k: v for k, v in os.environ.items() if k.startswith(("PET_", "TRAINYARD_"))}
+        open(os.environ["TRAINYARD_CHECKPOINT_DIR"] + f"/env-{os.environ['TRAINYARD_WORKER_INDEX']}.json", "w").write(json.dumps(keep))
+    """, workers=2, runPolicy={"progressDeadlineSeconds": 60})
+    result = run(tmp_path, path)
+    assert result.job.status.phase == Phase.SUCCEEDED
+    env0 = yaml.safe_load((tmp_path / "ckpt" / "env-0.json").read_text())
+    env1 = yaml.safe_load((tmp_path / "ckpt" / "env-1.json").read_text())
+    uid = result.job.metadata.uid
+    host, port = env0["PET_RDZV_ENDPOINT"].split(":")
+    assert host == "127.0.0.1" and env1["PET_RDZV_ENDPOINT"] == env0["PET_RDZV_ENDPOINT"] and int(port) > 0
+    assert {k: v for k, v in env0.items() if k not in ("PET_RDZV_ENDPOINT", "TRAINYARD_HEARTBEAT_FILE")} == {
+        "PET_NNODES": "2:2", "PET_NPROC_PER_NODE": "1", "PET_RDZV_BACKEND": "c10d", "PET_RDZV_ID": f"{uid}-0",
+        "PET_RDZV_CONF": "join_timeout=600,is_host=true", "PET_MAX_RESTARTS": "0", "TRAINYARD_JOB_NAME": "tiny",
+        "TRAINYARD_WORKER_INDEX": "0", "TRAINYARD_ATTEMPT": "0", "TRAINYARD_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "TRAINYARD_PROGRESS_DEADLINE_SECONDS": "60"}
+    assert env1["PET_RDZV_CONF"] == "join_timeout=600,is_host=false"
+    assert env0["TRAINYARD_HEARTBEAT_FILE"] != env1["TRAINYARD_HEARTBEAT_FILE"]
+
+
+def test_killed_worker_restarts_the_gang_with_a_new_rendezvous_id(tmp_path):
+    path = write_job(tmp_path, STEPS + """
+    import os
+    open(os.environ["TRAINYARD_CHECKPOINT_DIR"] + "/rdzv-" + os.environ["TRAINYARD_ATTEMPT"], "w").write(os.environ["PET_RDZV_ID"])
+    """, failurePolicy={"restartPolicy": "ExitCode"})
+    result = run(tmp_path, path, Injection.parse("worker=1,at-step=2"))
+    st = result.job.status
+    assert (st.phase, st.restarts, st.attempt) == (Phase.SUCCEEDED, 1, 1)
+    assert [e.reason for e in result.events] == [
+        R.WORKERS_CREATED, R.ALL_WORKERS_RUNNING, "InjectedFailure", R.WORKER_FAILED, R.ALL_WORKERS_RUNNING,
+        R.ALL_WORKERS_SUCCEEDED]
+    uid = result.job.metadata.uid
+    assert (tmp_path / "ckpt" / "rdzv-1").read_text() == f"{uid}-1"
+    assert "exited with code 137 (killed by SIGKILL)" in result.events[3].message
+
+
+def test_non_retryable_exit_code_fails_with_the_reason(tmp_path):
+    path = write_job(tmp_path, """
+        import os, sys, time
+        if os.environ["TRAINYARD_WORKER_INDEX"] == "1":
+            sys.exit(3)
+        time.sleep(30)
+    """, failurePolicy={"restartPolicy": "ExitCode"})
+    result = run(tmp_path, path)
+    st = result.job.status
+    assert st.phase == Phase.FAILED
+    assert st.condition("Failed").reason == R.NON_RETRYABLE_EXIT_CODE
+    assert st.message.startswith("worker 1 (pod tiny-0-1) exited with code 3")
+    assert st.restarts == 0
+
+
+def test_backoff_limit_and_backoff_delay(tmp_path):
+    path = write_job(tmp_path, "import sys; sys.exit(1)\n", workers=1,
+                     failurePolicy={"backoffLimit": 2, "backoffSeconds": 1})
+    result = run(tmp_path, path)
+    st = result.job.status
+    assert (st.phase, st.restarts, st.attempt) == (Phase.FAILED, 2, 2)
+    assert st.condition("Failed").reason == R.BACKOFF_LIMIT_EXCEEDED
+    # the second restart waited for its backoff: its worker started at least 1 s after the first restart's
+    starts = [(tmp_path / "work" / f"attempt-{a}" / "worker-0.log").stat().st_mtime for a in (1, 2)]
+    assert starts[1] - starts[0] >= 1.0
+
+
+def test_active_deadline(tmp_path):
+    path = write_job(tmp_path, "import time; time.sleep(60)\n", workers=1, runPolicy={"activeDeadlineSeconds": 1})
+    result = run(tmp_path, path)
+    assert result.job.status.condition("Failed").reason == R.DEADLINE_EXCEEDED
+
+
+def test_worker_that_stops_making_progress_is_detected_and_the_gang_restarted(tmp_path):
+    # attempt 0: the worker beats its heartbeat twice, then hangs without exiting; attempt 1 finishes
+    path = write_job(tmp_path, """
+        import os, pathlib, time
+        hb = pathlib.Path(os.environ["TRAINYARD_HEARTBEAT_FILE"])
+        for i in range(2):
+            hb.touch(); print(f"[trainyard] step={i}", flush=True); time.sleep(0.1)
+        if os.environ["TRAINYARD_ATTEMPT"] == "0":
+            time.sleep(120)
+    """, workers=2, runPolicy={"progressDeadlineSeconds": 2})
+    result = run(tmp_path, path)
+    st = result.job.status
+    assert (st.phase, st.restarts, st.attempt) == (Phase.SUCCEEDED, 1, 1)
+    hung = [e for e in result.events if e.reason == R.HUNG]
+    assert len(hung) == 1 and "progressDeadlineSeconds=2" in hung[0].message
+
+
+def test_invalid_yaml_is_one_clear_line(tmp_path):
+    path = write_job(tmp_path, STEPS, workers=2, failurePolicy={"restartScope": "Worker"})
+    out = subprocess.run([TRAINYARD, "run", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stdout.strip().splitlines() == [
+        "error: spec.failurePolicy.restartScope Worker needs spec.elastic"]
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path):
+    path = write_job(tmp_path, """
+        import subprocess, sys, time
+        # a grandchild too, as torchrun would start
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        print("[trainyard] step=0", flush=True)
+        time.sleep(300)
+    """, workers=2)
+    proc = subprocess.Popen([TRAINYARD, "run", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "AllWorkersRunning" in line:
+            break
+    me = psutil.Process(proc.pid)
+    tree = me.children(recursive=True)
+    assert len(tree) >= 4  # 2 workers and 2 grandchildren
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 130
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert alive == []
+
+
+def test_workers_override_is_checked_against_elastic_bounds(tmp_path):
+    path = write_job(tmp_path, STEPS, workers=2, elastic={"minWorkers": 1, "maxWorkers": 2})
+    with pytest.raises(ValueError, match="spec.workers must lie within"):
+        load_job(path, workers=3)
+    assert load_job(path, workers=1).spec.workers == 1
+
+
+def test_injection_parsing():
+    assert Injection.parse("worker=1,after=30s") == Injection(worker=1, after=30.0)
+    assert Injection.parse("worker=0,at-step=40,signal=TERM") == Injection(worker=0, at_step=40, sig=signal.SIGTERM)
+    with pytest.raises(ValueError, match="expected worker=N"):
+        Injection.parse("worker=1")
+
+
+def test_runtime_elapsed_is_reported(tmp_path):
+    path = write_job(tmp_path, STEPS, workers=1)
+    t0 = time.monotonic()
+    result = run(tmp_path, path)
+    assert result.first_step_seconds is not None and result.first_step_seconds <= time.monotonic() - t0
