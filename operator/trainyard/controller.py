@@ -114,20 +114,24 @@ def reconcile(backend: KubeBackend, loop: JobLoop, indexed: list[tuple[str, Work
         workers = [w for w in workers if w.name not in loop.deleted or not w.active]
         plan = decide(job, workers, now)
         try:
-            apply(backend, loop, obj, job, plan)
+            retry_soon = apply(backend, loop, obj, job, plan)
         except Conflict:
             log.debug("conflict writing status of %s/%s; deciding again", loop.namespace, loop.name)
             continue
         if plan.status.rendezvous_attempt:
             loop.tombstones = {n: w for n, w in loop.tombstones.items()
                                if w.attempt >= plan.status.rendezvous_attempt}
+        if retry_soon:
+            return min(plan.requeue_after or 1.0, 1.0)
         return plan.requeue_after
     return 1.0
 
 
 def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.DistributedTrainingJob,
-          plan: Plan) -> None:
+          plan: Plan) -> bool:
+    """Persists the status, then acts. Returns True if some action failed and should be retried soon."""
     ns, name = loop.namespace, loop.name
+    failed = False
     new_status = status_body(plan.status)
     if new_status != status_body(job.status):
         # The decision is persisted before it is acted on: after a crash, the next reconcile sees
@@ -142,10 +146,11 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
         mono = time.monotonic()
         for launch in plan.create:
             loop.created[launch.name] = (Worker(launch.name, launch.index, launch.attempt, State.PENDING), mono)
-        for err in backend.create_workers(job_now, plan.create):
-            log.warning("creating a worker of %s/%s failed: %s", ns, name,
+        for pod, err in backend.create_workers(job_now, plan.create).items():
+            log.warning("creating worker %s of %s/%s failed: %s", pod, ns, name,
                         api_message(err) if isinstance(err, ApiException) else err)
-            loop.requeue = 1.0
+            loop.created.pop(pod, None)  # not expected any more: the next reconcile creates it again
+            failed = True
     to_delete = [n for n in plan.delete if n not in loop.deleted]
     if to_delete:
         mono = time.monotonic()
@@ -153,8 +158,10 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
         for err in backend.delete_workers(ns, to_delete):
             log.warning("deleting a worker of %s/%s failed: %s", ns, name,
                         api_message(err) if isinstance(err, ApiException) else err)
+            failed = True
     if plan.delete_job:
         backend.delete_job(ns, name)
+    return failed
 
 
 async def run_loop(registry: Registry, loop: JobLoop) -> None:

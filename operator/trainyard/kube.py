@@ -89,11 +89,12 @@ class KubeBackend:
         if claim is not None:
             self._create(self.core.create_namespaced_persistent_volume_claim, ns, claim)
 
-    def create_workers(self, job: api.DistributedTrainingJob, launches: list[Launch]) -> list[Exception]:
+    def create_workers(self, job: api.DistributedTrainingJob, launches: list[Launch]) -> dict[str, Exception]:
+        """Creates the pods in parallel; returns the ones that failed."""
         ns = job.metadata.namespace
-        pods = [worker_pod(job, launch) for launch in launches]
-        futures = [self.pool.submit(self._create, self.core.create_namespaced_pod, ns, p) for p in pods]
-        return [f.exception() for f in futures if f.exception() is not None]
+        futures = {launch.name: self.pool.submit(self._create, self.core.create_namespaced_pod, ns,
+                                                 worker_pod(job, launch)) for launch in launches}
+        return {name: f.exception() for name, f in futures.items() if f.exception() is not None}
 
     def delete_workers(self, namespace: str, names: list[str]) -> list[Exception]:
         def one(name: str) -> None:
