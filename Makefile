@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml trainer-image/pyproject.toml | sha1sum | cut -c1-12)
+DEMO_DIR ?= $(or $(TMPDIR),/tmp)/trainyard-demo
 CRD := crds/trainyard.dev_distributedtrainingjobs.yaml
 CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
@@ -13,10 +14,10 @@ CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml trainer-image/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e 'trainer-image[examples]'
 	touch $@
 
 crds: setup
@@ -29,7 +30,7 @@ verify: setup
 	@echo "generated files are current"
 
 lint: setup
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check operator tests trainer-image
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit -q
@@ -40,6 +41,13 @@ test-cluster: setup
 
 test: setup lint verify
 	$(VENV)/bin/pytest tests -q
+
+# The main example job on 2 local workers; worker 1 is killed mid-training on purpose, the gang
+# restarts and resumes from the last checkpoint, and the job ends Succeeded with its accuracy.
+demo: setup
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/trainyard run examples/digits-ddp.yaml --workers 2 --workdir $(DEMO_DIR) \
+		--checkpoint-dir $(DEMO_DIR)/checkpoints --inject-failure worker=1,at-step=230
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

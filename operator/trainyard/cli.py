@@ -95,6 +95,8 @@ def run(
     st = result.job.status
     console.print(f"{result.job.metadata.name}: {st.phase.value if st.phase else '-'} after {st.restarts} restart(s), "
                   f"{st.disruptions} disruption(s), attempt {st.attempt}: {st.message}", markup=False)
+    if result.final:
+        console.print(f"final: {result.final}", markup=False)
     if result.first_step_seconds is not None:
         console.print(f"time to first step: {result.first_step_seconds:.1f}s", markup=False)
     if result.resumed_seconds is not None:

@@ -270,6 +270,7 @@ class RunResult:
     injected_at: float | None = None
     resumed_seconds: float | None = None  # from the injected kill to the first step logged after it
     resumed_from: int | None = None
+    final: str | None = None  # the trainer's last "done ..." progress line
 
 
 def load_job(path: Path, workers: int | None = None) -> DistributedTrainingJob:
@@ -309,6 +310,9 @@ class Runner:
         self._t0 = time.monotonic()
 
     def _line(self, w: LocalWorker, line: str) -> None:
+        done = re.search(r"\[trainyard\] (done .*)", line)
+        if done:
+            self.result.final = done.group(1)
         m = re.search(r"\[trainyard\] (?:step=(\d+)|resumed from step=(\d+))", line)
         if m:
             now = time.monotonic() - self._t0

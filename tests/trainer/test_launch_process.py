@@ -1,0 +1,181 @@
+"""The launcher as a real process around a real torchrun (the scripts themselves need no torch)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from trainyard_trainer import HUNG_EXIT_CODE
+
+from .helpers import TRAINER_IMAGE, free_port, launcher_cmd, pid_alive, worker_env
+
+pytestmark = pytest.mark.torch
+
+SLEEPER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    if "--ignore-term" in sys.argv:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # forces the SIGKILL escalation
+    open(os.path.join(sys.argv[1], f"pid-{os.getpid()}"), "w").close()
+    print("sleeper started", flush=True)
+    time.sleep(600)
+    """
+)
+
+BEATER = textwrap.dedent(
+    """
+    import sys, time
+    from trainyard_trainer import heartbeat
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        heartbeat.beat(min_interval=0)
+        time.sleep(0.2)
+    print("beater done", flush=True)
+    """
+)
+
+EXITER = "import os, signal, sys\nif sys.argv[1] == 'segv':\n    os.kill(os.getpid(), signal.SIGSEGV)\nsys.exit(int(sys.argv[1]))\n"
+
+
+def _single(tmp: Path, **extra: str) -> dict[str, str]:
+    return worker_env(0, 1, free_port(), f"single-{tmp.name}", **extra)
+
+
+def _pids(d: Path) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in d.glob("pid-*")]
+
+
+def _wait_for_pids(d: Path, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pids := _pids(d):
+            return pids
+        time.sleep(0.05)
+    raise AssertionError("the worker never started")
+
+
+def test_watchdog_kills_a_hung_gang_and_exits_86(tmp_path):
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    term_log = tmp_path / "termination-log"
+    term_log.write_text("")
+    # The deadline counts from the launcher's start (torchrun's start-up and the rendezvous
+    # included), so it must exceed the ~2-3 s a worker needs to start here.
+    deadline = 5.0
+    env = _single(
+        tmp_path,
+        TRAINYARD_HEARTBEAT_FILE=str(tmp_path / "hb" / "beat"),
+        TRAINYARD_PROGRESS_DEADLINE_SECONDS=str(deadline),
+        TRAINYARD_TERMINATION_LOG=str(term_log),
+        TRAINYARD_KILL_GRACE_SECONDS="1",
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run([*launcher_cmd(), str(script), str(tmp_path), "--ignore-term"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    print(f"hung run ended after {elapsed:.1f} s (deadline {deadline} s)")
+    assert proc.returncode == HUNG_EXIT_CODE, proc.stderr
+    assert "sleeper started" in proc.stdout  # the worker really ran, and never beat
+    assert "Hung: no training progress for 5 s" in proc.stderr
+    assert term_log.read_text().strip() == "Hung: no training progress for 5 s"
+    # deadline + SIGTERM grace + SIGKILL + generous slack for a loaded 2-core machine
+    assert elapsed < deadline + 1 + 15
+    pids = _pids(tmp_path)
+    assert pids and not any(pid_alive(p) for p in pids), "a worker survived the watchdog"
+
+
+def test_heartbeat_keeps_the_watchdog_quiet(tmp_path):
+    script = tmp_path / "beater.py"
+    script.write_text(BEATER)
+    env = _single(
+        tmp_path,
+        TRAINYARD_HEARTBEAT_FILE=str(tmp_path / "beat"),
+        TRAINYARD_PROGRESS_DEADLINE_SECONDS="5",
+    )
+    # Runs longer than the deadline: only the beats keep it alive.
+    proc = subprocess.run([*launcher_cmd(), str(script), "5.5"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "beater done" in proc.stdout
+    assert "Hung" not in proc.stderr
+
+
+def test_sigterm_is_forwarded_and_reported_as_a_signal(tmp_path):
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    proc = subprocess.Popen([*launcher_cmd(), str(script), str(tmp_path)], env=_single(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = _wait_for_pids(tmp_path)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # torchrun itself exits 1 after a SIGTERM; the launcher says what happened: 128 + 15.
+    assert proc.returncode == 143, err
+    assert not any(pid_alive(p) for p in pids)
+
+
+@pytest.mark.parametrize(("arg", "code"), [("3", 3), ("segv", 139)])
+def test_worker_exit_code_is_the_launchers(tmp_path, arg, code):
+    """torchrun exits 1 for any failed worker; the launcher reports the worker's own code."""
+    script = tmp_path / "exiter.py"
+    script.write_text(EXITER)
+    proc = subprocess.run([*launcher_cmd(), str(script), arg], env=_single(tmp_path), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == code, proc.stderr
+    if code:
+        assert "Root Cause" in proc.stderr  # torchrun's summary still reaches the pod log
+
+
+def test_dns_wait_is_interruptible(tmp_path):
+    """An endpoint that never resolves: one line, and SIGTERM stops the wait at once (no torch yet)."""
+    env = _single(tmp_path, PET_RDZV_ENDPOINT="no-such-host.invalid:29400", PET_RDZV_CONF="join_timeout=60,is_host=false")
+    proc = subprocess.Popen([*launcher_cmd(), "train.py"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stderr.readline()
+        assert line.strip() == "[trainyard-launch] waiting for rendezvous host no-such-host.invalid to resolve (up to 60 s)"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+
+
+def test_launch_module_runs_without_install():
+    """`python -m trainyard_trainer.launch --help` works from the source tree alone."""
+    proc = subprocess.run([sys.executable, "-m", "trainyard_trainer.launch", "--help"], cwd=TRAINER_IMAGE,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "trainyard-launch SCRIPT" in proc.stdout
+
+
+def test_killed_launcher_takes_torchrun_and_workers_along(tmp_path):
+    """Even a SIGKILLed launcher leaves nothing behind: torchrun gets SIGTERM when it dies (pdeathsig)
+    and stops its workers."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    proc = subprocess.Popen([*launcher_cmd(), str(script), str(tmp_path)], env=_single(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pids = _wait_for_pids(tmp_path)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_unwritable_heartbeat_fails_at_once(tmp_path):
+    env = _single(tmp_path, TRAINYARD_HEARTBEAT_FILE="/proc/trainyard/beat", TRAINYARD_PROGRESS_DEADLINE_SECONDS="60")
+    proc = subprocess.run([*launcher_cmd(), "train.py"], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "cannot write the heartbeat file /proc/trainyard/beat" in proc.stderr

@@ -1,0 +1,11 @@
+"""Trainyard's trainer side: the ``trainyard-launch`` wrapper around torchrun, checkpointing,
+heartbeats and the progress lines that the operator's local runtime parses.
+
+Importing this package does not import torch: the launcher stays light, and only
+:mod:`trainyard_trainer.checkpoint` needs it.
+"""
+
+__version__ = "0.1.0"
+
+HUNG_EXIT_CODE = 86
+"""The launcher's exit code when the watchdog finds no training progress (the operator's reason ``Hung``)."""

@@ -1,0 +1,468 @@
+"""Checkpoints that survive crashes: atomic, checksummed, keep-last-K, optionally asynchronous.
+
+Two formats share one directory and the same rules:
+
+* ``step-00000120.pt`` + ``step-00000120.pt.json``: a whole ``torch.save`` state written by one
+  process (rank 0 of a DDP job). The data goes to a temporary file in the same directory, is
+  flushed, fsynced and renamed; then a manifest ``{"step", "size", "sha256"}`` is written the same
+  way, and the directory is fsynced. :meth:`Checkpointer.load_latest` takes the newest checkpoint
+  whose manifest matches (size and sha256) and which ``torch.load`` reads; a truncated or corrupt
+  newest one is skipped with a warning, so a job resumes from the one before.
+* ``step-00000120.dcp/``: a sharded ``torch.distributed.checkpoint`` (DCP) written by every rank.
+  It is written into ``.step-00000120.dcp.partial/``; after ``dcp.save`` returned on every rank (its
+  metadata is written last, by the coordinator) and a barrier, rank 0 writes the completion marker
+  ``.trainyard-complete`` inside it and renames the directory to its final name. Only directories
+  with the marker count.
+
+A checkpoint written without a manifest (a crash between the data's rename and the manifest's, or
+a file from another tool) is accepted only if ``torch.load`` reads it, with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("trainyard.checkpoint")
+
+FILE_RE = re.compile(r"^step-(\d{8,})\.pt$")
+DCP_RE = re.compile(r"^step-(\d{8,})\.dcp$")
+TMP_RE = re.compile(r"^\.step-(\d{8,})\.(?:pt|pt\.json)\.tmp-[0-9a-f]+$")
+PARTIAL_RE = re.compile(r"^\.step-(\d{8,})\.dcp\.partial$")
+MANIFEST_SUFFIX = ".json"
+COMPLETE_MARKER = ".trainyard-complete"
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (raised by the call after a failed background save)."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{int(step):08d}.pt"
+
+
+def dcp_name(step: int) -> str:
+    return f"step-{int(step):08d}.dcp"
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """fsync a directory so that renames and unlinks in it are durable (best effort off Linux)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _HashingWriter:
+    """A write-only file wrapper that hashes and counts what passes through it."""
+
+    def __init__(self, f):
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        mv = memoryview(data).cast("B")
+        self.sha.update(mv)
+        self.size += mv.nbytes
+        return self._f.write(mv)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write via ``write(fileobj)`` to a temp file next to ``path``, fsync it and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def snapshot_to_cpu(obj: Any) -> Any:
+    """A deep copy of ``obj`` whose tensors are detached CPU copies (never views of live tensors).
+
+    ``tensor.cpu()`` returns the tensor itself when it is already on the CPU, so that is not enough
+    for a background save: training would mutate what is being written.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        out = {k: snapshot_to_cpu(v) for k, v in obj.items()}
+        if type(obj) is not dict:
+            with contextlib.suppress(TypeError):
+                out = type(obj)(out)  # OrderedDict from state_dict() keeps its type
+        return out
+    if isinstance(obj, list):
+        return [snapshot_to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        if hasattr(obj, "_fields"):  # namedtuple
+            return type(obj)(*(snapshot_to_cpu(v) for v in obj))
+        return tuple(snapshot_to_cpu(v) for v in obj)
+    if isinstance(obj, (int, float, str, bytes, bool, type(None), torch.dtype, torch.device, torch.Size)):
+        return obj
+    return copy.deepcopy(obj)
+
+
+@dataclass(frozen=True)
+class Entry:
+    step: int
+    path: Path
+    manifest: Path | None  # None for DCP directories
+
+
+class Checkpointer:
+    """Atomic, checksummed checkpoints in ``directory``, keeping the last ``keep`` complete ones.
+
+    Typical use in a DDP script: every rank constructs one and calls :meth:`load_latest`; only rank 0
+    calls :meth:`save`. For DCP (:meth:`save_distributed` / :meth:`load_distributed`) every rank calls.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, rank: int | None = None):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.directory = Path(directory)
+        self.keep = int(keep)
+        self._rank = rank
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._dcp_pending: Any = None
+        self._dcp_finisher: threading.Thread | None = None
+        self._dcp_group: Any = None
+        self.last_stall_s: float = 0.0
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ listing
+
+    def entries(self) -> list[Entry]:
+        """Whole-state checkpoints whose data file exists, oldest first (validity not checked)."""
+        out = []
+        for p in self.directory.iterdir():
+            m = FILE_RE.match(p.name)
+            if m and p.is_file():
+                out.append(Entry(int(m.group(1)), p, p.with_name(p.name + MANIFEST_SUFFIX)))
+        return sorted(out, key=lambda e: e.step)
+
+    def dcp_entries(self, *, complete_only: bool = True) -> list[Entry]:
+        out = []
+        for p in self.directory.iterdir():
+            m = DCP_RE.match(p.name)
+            if m and p.is_dir() and (not complete_only or (p / COMPLETE_MARKER).is_file()):
+                out.append(Entry(int(m.group(1)), p, None))
+        return sorted(out, key=lambda e: e.step)
+
+    def steps(self) -> list[int]:
+        return [e.step for e in self.entries()]
+
+    # ------------------------------------------------------------------ whole-state save
+
+    def save(self, state: dict, step: int, *, asynchronous: bool = False) -> Path:
+        """Write ``state`` as ``step-XXXXXXXX.pt`` atomically, then prune to the last ``keep``.
+
+        With ``asynchronous=True`` the tensors are first copied to the CPU (the call returns once
+        that copy is made: training may then change the live tensors) and the file is written by a
+        background thread. At most one save is in flight: a new one first waits for the previous
+        one. The error of a failed background save is raised by the next call of save, wait or close.
+        The time this call blocked is in ``last_stall_s``.
+        """
+        t0 = time.perf_counter()
+        self._join_background()
+        path = self.directory / checkpoint_name(step)
+        if asynchronous:
+            snap = snapshot_to_cpu(state)
+            self._thread = threading.Thread(
+                target=self._background, args=(snap, step), name=f"trainyard-ckpt-{step}", daemon=False
+            )
+            self._thread.start()
+        else:
+            self._write(state, step)
+        self.last_stall_s = time.perf_counter() - t0
+        return path
+
+    def _background(self, state: dict, step: int) -> None:
+        try:
+            self._write(state, step)
+        except BaseException as exc:  # surfaced by the next call
+            with self._lock:
+                self._error = exc
+            log.error("background checkpoint of step %d failed: %s", step, exc)
+
+    def _write(self, state: dict, step: int) -> None:
+        path = self.directory / checkpoint_name(step)
+        manifest = path.with_name(path.name + MANIFEST_SUFFIX)
+        # A manifest from an earlier write of the same step must not vouch for the new data.
+        with contextlib.suppress(FileNotFoundError):
+            manifest.unlink()
+        box: dict[str, _HashingWriter] = {}
+
+        def write_data(f) -> None:
+            hw = _HashingWriter(f)
+            torch.save(state, hw)
+            box["hw"] = hw
+
+        _atomic_write_bytes(path, write_data)
+        hw = box["hw"]
+        doc = {"format": FORMAT_VERSION, "step": int(step), "size": hw.size, "sha256": hw.sha.hexdigest(), "time": time.time()}
+        payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
+        _atomic_write_bytes(manifest, lambda f: f.write(payload))
+        fsync_dir(self.directory)
+        self._prune(step)
+
+    def _join_background(self) -> None:
+        t = self._thread
+        if t is not None:
+            t.join()
+            self._thread = None
+        self._raise_pending_error()
+
+    def _raise_pending_error(self) -> None:
+        with self._lock:
+            err, self._error = self._error, None
+        if err is not None:
+            raise CheckpointError(f"an earlier background checkpoint failed: {err}") from err
+
+    def wait(self) -> None:
+        """Wait for the background save in flight (whole-state and DCP); raise its error if it failed."""
+        self._join_background()
+        self._wait_dcp()
+
+    def close(self) -> None:
+        """Wait for anything in flight and release resources. Safe to call twice."""
+        try:
+            self.wait()
+        finally:
+            if self._dcp_group is not None:
+                import torch.distributed as dist
+
+                with contextlib.suppress(Exception):
+                    dist.destroy_process_group(self._dcp_group)
+                self._dcp_group = None
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ whole-state load
+
+    def verify(self, entry: Entry) -> str | None:
+        """None if ``entry``'s manifest matches its data, else why not ('' = no manifest)."""
+        if entry.manifest is None or not entry.manifest.is_file():
+            return ""
+        try:
+            doc = json.loads(entry.manifest.read_text())
+            want_sha, want_size = doc["sha256"], int(doc["size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"unreadable manifest ({exc})"
+        size = entry.path.stat().st_size
+        if size != want_size:
+            return f"size {size} != {want_size} in the manifest (truncated?)"
+        sha, _ = sha256_file(entry.path)
+        if sha != want_sha:
+            return "sha256 does not match the manifest (corrupt)"
+        return None
+
+    def load_latest(self, map_location: Any = "cpu", *, weights_only: bool = True) -> tuple[dict, int] | None:
+        """The newest valid checkpoint as ``(state, step)``, or None if there is none.
+
+        A newest checkpoint that is truncated or corrupt (checksum mismatch, or torch.load fails) is
+        skipped with a warning and the one before it is tried.
+        """
+        for entry in reversed(self.entries()):
+            problem = self.verify(entry)
+            if problem:
+                log.warning("skipping checkpoint %s: %s", entry.path.name, problem)
+                continue
+            try:
+                state = torch.load(entry.path, map_location=map_location, weights_only=weights_only)
+            except Exception as exc:
+                log.warning("skipping checkpoint %s: torch.load failed: %s", entry.path.name, exc)
+                continue
+            if problem == "":
+                log.warning("checkpoint %s has no manifest; accepted because torch.load reads it", entry.path.name)
+            return state, entry.step
+        return None
+
+    # ------------------------------------------------------------------ pruning
+
+    def _prune(self, just_saved: int) -> None:
+        """Keep the newest ``keep`` complete whole-state checkpoints; delete older ones and stale temps."""
+        complete = [e for e in self.entries() if e.manifest is not None and e.manifest.is_file()]
+        if len(complete) > self.keep:
+            oldest_kept = complete[-self.keep].step
+            for e in self.entries():
+                if e.step < oldest_kept:
+                    for p in (e.path, e.manifest):
+                        if p is not None:
+                            with contextlib.suppress(FileNotFoundError):
+                                p.unlink()
+        # Temp files of steps before this one can only be left over from a crashed writer.
+        for p in self.directory.iterdir():
+            m = TMP_RE.match(p.name)
+            if m and int(m.group(1)) < just_saved:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        fsync_dir(self.directory)
+
+    def _prune_dcp(self, just_saved: int) -> None:
+        complete = self.dcp_entries()
+        if len(complete) > self.keep:
+            oldest_kept = complete[-self.keep].step
+            for e in self.dcp_entries(complete_only=False):
+                if e.step < oldest_kept:
+                    shutil.rmtree(e.path, ignore_errors=True)
+        for p in self.directory.iterdir():
+            m = PARTIAL_RE.match(p.name)
+            if m and int(m.group(1)) < just_saved:
+                shutil.rmtree(p, ignore_errors=True)
+        fsync_dir(self.directory)
+
+    # ------------------------------------------------------------------ DCP (sharded)
+
+    def _dist_rank(self) -> int:
+        import torch.distributed as dist
+
+        if self._rank is not None:
+            return self._rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    @staticmethod
+    def _barrier(group: Any = None) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier(group=group)
+
+    def save_distributed(self, state_dict: dict, step: int, *, asynchronous: bool = False) -> Path:
+        """Save a (sharded) state dict with torch.distributed.checkpoint; call on every rank.
+
+        With ``asynchronous=True`` this uses ``dcp.async_save`` on a dedicated gloo group (so its
+        background collectives never interleave with training's), and the completion marker and
+        rename happen when the save finished; at most one is in flight.
+        """
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+
+        t0 = time.perf_counter()
+        self._wait_dcp()
+        rank = self._dist_rank()
+        final = self.directory / dcp_name(step)
+        partial = self.directory / f".{final.name}.partial"
+        if rank == 0 and partial.exists():
+            shutil.rmtree(partial)
+        self._barrier()
+        if asynchronous:
+            if dist.is_available() and dist.is_initialized() and self._dcp_group is None:
+                self._dcp_group = dist.new_group(backend="gloo")
+            result = dcp.async_save(state_dict, checkpoint_id=str(partial), process_group=self._dcp_group)
+            future = getattr(result, "upload_completion", result)
+            self._dcp_pending = future
+
+            def finish() -> None:
+                try:
+                    future.result()
+                    if rank == 0:
+                        self._complete_dcp(partial, final, step)
+                except BaseException as exc:
+                    with self._lock:
+                        self._error = exc
+                    log.error("background DCP checkpoint of step %d failed: %s", step, exc)
+
+            self._dcp_finisher = threading.Thread(target=finish, name=f"trainyard-dcp-{step}", daemon=False)
+            self._dcp_finisher.start()
+        else:
+            dcp.save(state_dict, checkpoint_id=str(partial))
+            # dcp.save returns on every rank after the coordinator wrote the metadata; the barrier
+            # makes "every rank's shards are on disk" explicit before rank 0 declares it complete.
+            self._barrier()
+            if rank == 0:
+                self._complete_dcp(partial, final, step)
+            self._barrier()
+        self.last_stall_s = time.perf_counter() - t0
+        return final
+
+    def _complete_dcp(self, partial: Path, final: Path, step: int) -> None:
+        doc = {"format": FORMAT_VERSION, "step": int(step), "time": time.time()}
+        payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
+        _atomic_write_bytes(partial / COMPLETE_MARKER, lambda f: f.write(payload))
+        fsync_dir(partial)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        fsync_dir(self.directory)
+        self._prune_dcp(step)
+
+    def _wait_dcp(self) -> None:
+        t = self._dcp_finisher
+        if t is not None:
+            t.join()
+            self._dcp_finisher = None
+            self._dcp_pending = None
+        self._raise_pending_error()
+
+    def latest_distributed(self) -> tuple[Path, int] | None:
+        entries = self.dcp_entries()
+        return (entries[-1].path, entries[-1].step) if entries else None
+
+    def load_distributed(self, state_dict: dict) -> int | None:
+        """Load the newest complete DCP checkpoint into ``state_dict`` in place; call on every rank.
+
+        Rank 0 chooses the checkpoint and broadcasts it, so every rank loads the same one even if
+        the shared directory looks different to them for a moment. Returns its step, or None.
+        """
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+
+        self._wait_dcp()
+        choice = self.latest_distributed()
+        pick = [None if choice is None else (str(choice[0]), choice[1])]
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast_object_list(pick, src=0)
+        if pick[0] is None:
+            return None
+        path, step = pick[0]
+        dcp.load(state_dict, checkpoint_id=path)
+        return int(step)
+

@@ -1,0 +1,485 @@
+"""``trainyard-launch SCRIPT [ARGS...]``: torchrun, plus what a pod needs around it.
+
+It runs ``python -m torch.distributed.run SCRIPT ARGS`` as a child in its own process group;
+torchrun reads every ``PET_*`` variable the operator sets (each torchrun flag defaults from
+``PET_<FLAG>``), so ``torchrun SCRIPT`` in a job works as well and the launcher requires nothing
+torchrun does not. Around it the launcher:
+
+1. waits (up to the rendezvous join timeout) until the host of ``PET_RDZV_ENDPOINT`` resolves: a
+   pod's DNS record appears a moment after the pod starts, and torchrun fails at once on
+   "host not found";
+2. forwards SIGTERM/SIGINT/SIGHUP to the child's process group and exits with the child's exit
+   code, made faithful to the worker: torchrun exits 1 for any failed worker, so the launcher reads
+   the "Root Cause" block torchrun prints on stderr (it passes stderr through unchanged) and exits
+   with that worker's code instead (a worker killed by signal N gives 128+N, as a shell would say).
+   A child that exits with a plain error code after a forwarded signal (torchrun turns SIGTERM into
+   an exception and exits 1) is reported as 128+signal, so a pod stopped by Kubernetes never looks
+   like a bug in the training script;
+3. if ``TRAINYARD_HEARTBEAT_FILE`` and ``TRAINYARD_PROGRESS_DEADLINE_SECONDS`` are set, watches the
+   heartbeat's mtime: when it is older than the deadline, training is hung (seen for real: after an
+   in-place restart, workers blocked forever in "Gloo connectFullMesh failed ... Connection
+   refused"). It kills every process it started (SIGTERM, then SIGKILL), writes
+   ``Hung: no training progress for N s`` to /dev/termination-log and stderr, and exits 86.
+
+Explicit torchrun flags: only ``--local-addr 127.0.0.1`` when the rendezvous endpoint is a loopback
+address (local runs), because torchrun otherwise advertises ``socket.getfqdn()`` as the address of
+rank 0's store, which on a workstation may not resolve. In a pod the default (the pod's FQDN,
+``<pod>.<job>.<ns>.svc...`` thanks to hostname + subdomain) is right, so nothing is added.
+Everything after the script is passed to it untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from . import HUNG_EXIT_CODE
+from .heartbeat import ENV_DEADLINE, ENV_FILE, touch
+
+DEFAULT_JOIN_TIMEOUT = 600.0
+# Both overridable from the environment (tests, or a pod with a custom terminationMessagePath).
+TERMINATION_LOG = os.environ.get("TRAINYARD_TERMINATION_LOG", "/dev/termination-log")
+KILL_GRACE_SECONDS = float(os.environ.get("TRAINYARD_KILL_GRACE_SECONDS", "5"))
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+__all__ = [
+    "HUNG_EXIT_CODE",
+    "LaunchConfig",
+    "build_argv",
+    "exit_code_from_status",
+    "main",
+    "parse_endpoint",
+    "parse_rdzv_conf",
+]
+
+
+# ---------------------------------------------------------------------------- pure parts
+
+
+def parse_rdzv_conf(conf: str | None) -> dict[str, str]:
+    """``"join_timeout=600,last_call_timeout=5,is_host=true"`` -> dict (torchrun's own syntax)."""
+    out: dict[str, str] = {}
+    for item in (conf or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"PET_RDZV_CONF item {item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_endpoint(endpoint: str | None) -> tuple[str, int | None] | None:
+    """``host:port``, ``[v6]:port``, ``host`` -> (host, port or None); None for an empty endpoint."""
+    endpoint = (endpoint or "").strip()
+    if not endpoint:
+        return None
+    if endpoint.startswith("["):
+        host, _, rest = endpoint[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif endpoint.count(":") == 1:
+        host, _, port = endpoint.partition(":")
+    else:  # a bare host, or a bare IPv6 address
+        host, port = endpoint, ""
+    if not host:
+        raise ValueError(f"rendezvous endpoint {endpoint!r} has no host")
+    return host, (int(port) if port else None)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    script: str
+    args: tuple[str, ...]
+    endpoint_host: str | None
+    endpoint_port: int | None
+    join_timeout: float
+    heartbeat_file: str | None
+    progress_deadline: float | None
+
+    @classmethod
+    def from_env(cls, argv: Sequence[str], env: Mapping[str, str]) -> LaunchConfig:
+        if not argv:
+            raise ValueError("usage: trainyard-launch SCRIPT [ARGS...]")
+        conf = parse_rdzv_conf(env.get("PET_RDZV_CONF"))
+        join_timeout = float(conf.get("join_timeout", DEFAULT_JOIN_TIMEOUT))
+        ep = parse_endpoint(env.get("PET_RDZV_ENDPOINT"))
+        hb = env.get(ENV_FILE) or None
+        deadline_raw = env.get(ENV_DEADLINE)
+        deadline = float(deadline_raw) if deadline_raw else None
+        if deadline is not None and deadline <= 0:
+            raise ValueError(f"{ENV_DEADLINE} must be positive, got {deadline_raw!r}")
+        return cls(
+            script=argv[0],
+            args=tuple(argv[1:]),
+            endpoint_host=ep[0] if ep else None,
+            endpoint_port=ep[1] if ep else None,
+            join_timeout=join_timeout,
+            heartbeat_file=hb,
+            progress_deadline=deadline,
+        )
+
+    @property
+    def watchdog(self) -> bool:
+        return bool(self.heartbeat_file and self.progress_deadline)
+
+
+def build_argv(cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
+    """The child's argv: torchrun as a module of this interpreter, flags from PET_* in its env."""
+    argv = [python, "-m", "torch.distributed.run"]
+    if cfg.endpoint_host and is_loopback(cfg.endpoint_host):
+        argv += ["--local-addr", "127.0.0.1"]
+    argv.append(cfg.script)
+    argv += list(cfg.args)
+    return argv
+
+
+def exit_code_from_status(returncode: int) -> int:
+    """Popen-style returncode (-N for a signal) -> shell-style exit code (128+N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+_ROOT_CAUSE_RE = re.compile(r"^\s*Root Cause \(first observed failure\)")
+_EXITCODE_RE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
+class RootCauseScanner:
+    """Finds the failed worker's exit code in torchrun's ChildFailedError summary::
+
+        Root Cause (first observed failure):
+        [0]:
+          ...
+          exitcode  : -11 (pid: 26672)  (SIGSEGV)
+    """
+
+    def __init__(self) -> None:
+        self.in_root_cause = False
+        self.exitcode: int | None = None
+
+    def feed(self, line: str) -> None:
+        if self.exitcode is not None:
+            return
+        if _ROOT_CAUSE_RE.match(line):
+            self.in_root_cause = True
+        elif self.in_root_cause and (m := _EXITCODE_RE.match(line)):
+            self.exitcode = int(m.group(1))
+
+
+def final_exit_code(child_code: int, worker_exitcode: int | None = None, forwarded: int | None = None) -> int:
+    """The launcher's exit code from torchrun's (shell-style) one, the root-cause worker's
+    (Popen-style: -N for signal N) if torchrun printed one, and the signal we forwarded, if any."""
+    code = child_code
+    if code == 1 and worker_exitcode is not None and worker_exitcode != 0:
+        code = exit_code_from_status(worker_exitcode)
+    if forwarded is not None and 0 < code < 128:
+        code = 128 + forwarded
+    return code
+
+
+def hung_message(deadline: float) -> str:
+    return f"Hung: no training progress for {deadline:g} s"
+
+
+# ---------------------------------------------------------------------------- process parts
+
+
+def _say(msg: str) -> None:
+    print(f"[trainyard-launch] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_for_dns(
+    host: str,
+    port: int | None,
+    timeout: float,
+    *,
+    resolve: Callable[[str, int | None], object] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    interval: float = 1.0,
+) -> bool:
+    """Block until ``host`` resolves or ``timeout`` passes; one line is printed while waiting."""
+    resolve = resolve or (lambda h, p: socket.getaddrinfo(h, p, type=socket.SOCK_STREAM))
+    start = clock()
+    announced = False
+    while True:
+        try:
+            resolve(host, port)
+            if announced:
+                _say(f"rendezvous host {host} resolved after {clock() - start:.1f} s")
+            return True
+        except (socket.gaierror, UnicodeError, OSError):
+            pass
+        if clock() - start >= timeout:
+            _say(f"rendezvous host {host} still does not resolve after {timeout:g} s; starting torchrun anyway")
+            return False
+        if not announced:
+            _say(f"waiting for rendezvous host {host} to resolve (up to {timeout:g} s)")
+            announced = True
+        sleep(interval)
+
+
+def _set_child_subreaper() -> None:
+    """Orphaned descendants (torchrun's workers run in sessions of their own) become our children,
+    so that the watchdog can find and kill them even after torchrun itself died. Linux only."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: SIGTERM us if the launcher dies (even by SIGKILL), so torchrun, which stops its
+    workers on SIGTERM, never outlives it. Linux only."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the launcher already died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, pgid) for every process (from /proc)."""
+    table: dict[int, tuple[int, int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        rest = data[data.rfind(")") + 2 :].split()
+        # rest: state ppid pgrp ...
+        with contextlib.suppress(IndexError, ValueError):
+            table[int(name)] = (int(rest[1]), int(rest[2]))
+    return table
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (children, grandchildren, ...)."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: set[int] = set()
+    stack = [root]
+    while stack:
+        for c in children.get(stack.pop(), ()):
+            if c not in out:
+                out.add(c)
+                stack.append(c)
+    return out
+
+
+def _signal_tree(child_pid: int, sig: int) -> None:
+    """Signal the child's process group, and every descendant of ours with its own group."""
+    me = os.getpid()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child_pid, sig)
+    table = _process_table()
+    for pid in descendants(me):
+        pgid = table.get(pid, (0, 0))[1]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if pgid and pgid != os.getpgrp():
+                os.killpg(pgid, sig)
+            else:
+                os.kill(pid, sig)
+
+
+class Launcher:
+    def __init__(self, cfg: LaunchConfig, env: Mapping[str, str] | None = None, python: str = sys.executable):
+        self.cfg = cfg
+        self.env = dict(os.environ if env is None else env)
+        self.python = python
+        self.child_pid: int | None = None
+        self.child_status: int | None = None  # Popen-style returncode
+        self.forwarded: int | None = None
+        self.scanner = RootCauseScanner()
+        self._stderr_thread: threading.Thread | None = None
+
+    def _pump_stderr(self, fd: int) -> None:
+        """Copy the child's stderr to ours unchanged, scanning its lines for torchrun's root cause."""
+        pending = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except InterruptedError:
+                    continue
+                if not chunk:
+                    break
+                with contextlib.suppress(OSError):
+                    os.write(2, chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self.scanner.feed(line.decode(errors="replace"))
+                if len(pending) > 65536:  # a huge line without newline: not ours to parse
+                    pending = b""
+            if pending:
+                self.scanner.feed(pending.decode(errors="replace"))
+        finally:
+            os.close(fd)
+
+    # -- signals
+    def _forward(self, signum: int, _frame) -> None:
+        self.forwarded = self.forwarded or signum
+        if self.child_pid is not None and self.child_status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.child_pid, signum)
+        elif self.child_pid is None:
+            raise SystemExit(128 + signum)  # still waiting for DNS: just stop
+
+    def _reap(self) -> None:
+        """Reap every exited child (we are a subreaper); record the main child's status."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            if pid == self.child_pid:
+                self.child_status = os.waitstatus_to_exitcode(status)
+
+    def _kill_everything(self) -> None:
+        assert self.child_pid is not None
+        _signal_tree(self.child_pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            self._reap()
+            if self.child_status is not None and not descendants(os.getpid()):
+                return
+            time.sleep(0.1)
+        _signal_tree(self.child_pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            self._reap()
+            if self.child_status is not None and not descendants(os.getpid()):
+                return
+            time.sleep(0.05)
+
+    def _report_hung(self) -> None:
+        msg = hung_message(self.cfg.progress_deadline or 0)
+        _say(msg)
+        with contextlib.suppress(OSError):
+            if os.path.exists(TERMINATION_LOG) and os.access(TERMINATION_LOG, os.W_OK):
+                with open(TERMINATION_LOG, "w") as f:
+                    f.write(msg + "\n")
+
+    def run(self) -> int:
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, self._forward)
+        cfg = self.cfg
+        if cfg.heartbeat_file:
+            try:
+                touch(cfg.heartbeat_file)
+            except OSError as exc:
+                _say(f"error: cannot write the heartbeat file {cfg.heartbeat_file}: {exc}")
+                return 2
+        if cfg.endpoint_host:
+            wait_for_dns(cfg.endpoint_host, cfg.endpoint_port, cfg.join_timeout)
+        _set_child_subreaper()
+        argv = build_argv(cfg, self.python)
+        if cfg.heartbeat_file:
+            touch(cfg.heartbeat_file)  # the deadline counts from torchrun's start, not from before DNS
+        read_fd, write_fd = os.pipe()
+        # No signal may land between fork and recording the child's pid: block them around it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # child: own process group, default signal handling, exec torchrun
+            try:
+                os.setpgid(0, 0)
+                _die_with_parent(parent)
+                os.dup2(write_fd, 2)
+                os.close(write_fd)
+                os.close(read_fd)
+                for sig in FORWARDED_SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+                os.execvpe(argv[0], argv, self.env)
+            except BaseException as exc:  # exec failed
+                with contextlib.suppress(Exception):
+                    os.write(2, f"[trainyard-launch] cannot start {argv[0]}: {exc}\n".encode())
+            finally:
+                os._exit(127)
+        self.child_pid = pid
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also from the parent: no race with an early killpg
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        os.close(write_fd)
+        self._stderr_thread = threading.Thread(target=self._pump_stderr, args=(read_fd,), daemon=True)
+        self._stderr_thread.start()
+        _say("started: " + " ".join(argv[2:]))
+
+        poll = 0.2 if not cfg.watchdog else min(0.2, max(0.02, cfg.progress_deadline / 20))
+        while self.child_status is None:
+            self._reap()
+            if self.child_status is not None:
+                break
+            if cfg.watchdog and self.forwarded is None:
+                try:
+                    age = time.time() - os.stat(cfg.heartbeat_file).st_mtime
+                except FileNotFoundError:
+                    touch(cfg.heartbeat_file)  # someone removed it: start the clock again
+                    age = 0.0
+                if age > cfg.progress_deadline:
+                    self._kill_everything()
+                    self._join_stderr()
+                    self._report_hung()
+                    return HUNG_EXIT_CODE
+            time.sleep(poll)
+
+        # torchrun stops its workers itself; anything left (it was killed hard) goes too.
+        if descendants(os.getpid()):
+            self._kill_everything()
+        self._join_stderr()
+        return final_exit_code(exit_code_from_status(self.child_status), self.scanner.exitcode, self.forwarded)
+
+    def _join_stderr(self) -> None:
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    try:
+        cfg = LaunchConfig.from_env(argv, os.environ)
+    except ValueError as exc:
+        _say(f"error: {exc}")
+        return 2
+    return Launcher(cfg).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
