@@ -27,6 +27,7 @@ def run_operator(
     kubeconfig: Path | None = typer.Option(None, help="Kubeconfig to use (default: in-cluster or ~/.kube/config)."),
     liveness: str | None = typer.Option(None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz."),
     log_format: str = typer.Option("plain", help="plain or json."),
+    metrics_port: int = typer.Option(9090, help="Serve Prometheus metrics on this port (0: off)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the operator (kopf, standalone: one replica, no peering)."""
@@ -42,7 +43,7 @@ def run_operator(
         log_prefix=True,
     )
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
-    memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None)
+    memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None, metrics_port=metrics_port)
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=not namespace,

@@ -26,7 +26,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from . import api
+from . import api, metrics
 from . import reasons as R
 from .engine import Event, Plan, decide, set_condition
 from .kube import Conflict, KubeBackend, api_message, load_config
@@ -53,6 +53,20 @@ class JobLoop:
     tombstones: dict[str, Worker] = field(default_factory=dict)
     created: dict[str, tuple[Worker, float]] = field(default_factory=dict)
     deleted: dict[str, float] = field(default_factory=dict)
+    woken_at: float = 0.0  # when the event that triggered the next reconcile arrived
+    failure_seen_at: float | None = None  # a restart is decided; its new workers are not created yet
+    phase: str | None = None
+    log: logging.LoggerAdapter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # kopf's formatters put k8s_ref into every line: a prefix, or the "object" field in JSON logs.
+        ref = {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": self.name, "namespace": self.namespace}
+        self.log = logging.LoggerAdapter(log, {"k8s_ref": ref, "k8s_skip": True})
+
+    def wake(self) -> None:
+        if not self.wakeup.is_set():
+            self.woken_at = time.monotonic()
+            self.wakeup.set()
 
     def observe(self, indexed: list[tuple[str, Worker]], uid: str) -> list[Worker]:
         now = time.monotonic()
@@ -116,8 +130,9 @@ def reconcile(backend: KubeBackend, loop: JobLoop, indexed: list[tuple[str, Work
         try:
             retry_soon = apply(backend, loop, obj, job, plan)
         except Conflict:
-            log.debug("conflict writing status of %s/%s; deciding again", loop.namespace, loop.name)
+            loop.log.debug("conflict writing the status; deciding again")
             continue
+        record(loop, job, plan)
         if plan.status.rendezvous_attempt:
             loop.tombstones = {n: w for n, w in loop.tombstones.items()
                                if w.attempt >= plan.status.rendezvous_attempt}
@@ -125,6 +140,46 @@ def reconcile(backend: KubeBackend, loop: JobLoop, indexed: list[tuple[str, Work
             return min(plan.requeue_after or 1.0, 1.0)
         return plan.requeue_after
     return 1.0
+
+
+def record(loop: JobLoop, job: api.DistributedTrainingJob, plan: Plan) -> None:
+    """Metrics for what this reconcile decided and did (it has already been applied)."""
+    ns, old, new = loop.namespace, job.status, plan.status
+    reasons = {e.reason for e in plan.events}
+    now = datetime.now(UTC)
+    age = (now - job.metadata.creationTimestamp).total_seconds() if job.metadata.creationTimestamp else None
+    if R.WORKERS_CREATED in reasons and old.condition(R.CREATED) is None:
+        metrics.JOBS_CREATED.labels(ns).inc()
+        if age is not None:
+            metrics.WORKERS_CREATED_SECONDS.observe(age)
+    if R.ALL_WORKERS_RUNNING in reasons and new.attempt == 0 and age is not None:
+        metrics.WORKERS_RUNNING_SECONDS.observe(age)
+    if new.phase == api.Phase.RESTARTING and new.attempt > old.attempt:
+        cond = new.condition(R.RESTARTING)
+        why = cond.reason if cond else "Unknown"
+        counter = metrics.JOBS_DISRUPTED if new.disruptions > old.disruptions else metrics.JOBS_RESTARTED
+        counter.labels(ns, why).inc()
+        loop.failure_seen_at = loop.woken_at
+    if plan.create and loop.failure_seen_at is not None and new.attempt > 0:
+        metrics.RECOVERY_SECONDS.observe(time.monotonic() - loop.failure_seen_at)
+        loop.failure_seen_at = None
+    if new.phase != old.phase and new.phase is not None and new.phase.terminal:
+        if new.phase == api.Phase.SUCCEEDED:
+            metrics.JOBS_SUCCEEDED.labels(ns).inc()
+        else:
+            cond = new.condition(R.FAILED)
+            metrics.JOBS_FAILED.labels(ns, cond.reason if cond else "Unknown").inc()
+    set_phase(loop, new.phase.value if new.phase else None)
+
+
+def set_phase(loop: JobLoop, phase: str | None) -> None:
+    if phase == loop.phase:
+        return
+    if loop.phase is not None:
+        metrics.JOBS_BY_PHASE.labels(loop.phase).dec()
+    if phase is not None:
+        metrics.JOBS_BY_PHASE.labels(phase).inc()
+    loop.phase = phase
 
 
 def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.DistributedTrainingJob,
@@ -147,8 +202,8 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
         for launch in plan.create:
             loop.created[launch.name] = (Worker(launch.name, launch.index, launch.attempt, State.PENDING), mono)
         for pod, err in backend.create_workers(job_now, plan.create).items():
-            log.warning("creating worker %s of %s/%s failed: %s", pod, ns, name,
-                        api_message(err) if isinstance(err, ApiException) else err)
+            loop.log.warning("creating worker %s failed: %s", pod,
+                             api_message(err) if isinstance(err, ApiException) else err)
             loop.created.pop(pod, None)  # not expected any more: the next reconcile creates it again
             failed = True
     to_delete = [n for n in plan.delete if n not in loop.deleted]
@@ -156,8 +211,7 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
         mono = time.monotonic()
         loop.deleted.update({n: mono for n in to_delete})
         for err in backend.delete_workers(ns, to_delete):
-            log.warning("deleting a worker of %s/%s failed: %s", ns, name,
-                        api_message(err) if isinstance(err, ApiException) else err)
+            loop.log.warning("deleting a worker failed: %s", api_message(err) if isinstance(err, ApiException) else err)
             failed = True
     if plan.delete_job:
         backend.delete_job(ns, name)
@@ -172,14 +226,17 @@ async def run_loop(registry: Registry, loop: JobLoop) -> None:
             await asyncio.wait_for(loop.wakeup.wait(), timeout=timeout)
         loop.wakeup.clear()
         indexed = list(registry.index.get(key, [])) if registry.index is not None else []
+        started = time.monotonic()
         try:
             loop.requeue = await asyncio.to_thread(reconcile, registry.backend, loop, indexed)
         except ApiException as e:  # e.g. the namespace is terminating; the body says what the apiserver refused
-            log.warning("reconcile of %s/%s: API error %s: %s; retrying", *key, e.status, api_message(e))
+            loop.log.warning("reconcile: API error %s: %s; retrying", e.status, api_message(e))
             loop.requeue = 5.0
         except Exception:  # never let one job's trouble stop its loop or the operator
-            log.exception("reconcile of %s/%s failed; retrying", *key)
+            loop.log.exception("reconcile failed; retrying")
             loop.requeue = 5.0
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if registry.loops.get(key) is not loop:
             return
 
@@ -191,7 +248,7 @@ def wake(registry: Registry, namespace: str, name: str) -> None:
         loop = JobLoop(namespace, name)
         loop.task = asyncio.create_task(run_loop(registry, loop), name=f"trainyard:{namespace}/{name}")
         registry.loops[key] = loop
-    loop.wakeup.set()
+    loop.wake()
 
 
 # ---- kopf handlers ---------------------------------------------------------------------------
@@ -208,6 +265,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 60
     if "registry" not in memo:
         memo["registry"] = Registry(KubeBackend(load_config(memo.get("kubeconfig"))))
+    if memo.get("metrics_port"):
+        metrics.serve(int(memo["metrics_port"]))
 
 
 @kopf.index("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
@@ -233,7 +292,7 @@ async def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, 
         if worker is not None:
             loop.tombstones[worker.name] = worker.vanished()
     if loop is not None:
-        loop.wakeup.set()
+        loop.wake()
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -245,6 +304,7 @@ async def job_event(event: dict, namespace: str, name: str, memo: kopf.Memo, wor
         loop = registry.loops.pop((namespace, name), None)
         if loop is not None and loop.task is not None:
             loop.task.cancel()
+            set_phase(loop, None)
         return
     wake(registry, namespace, name)
 

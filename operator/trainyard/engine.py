@@ -384,6 +384,9 @@ class _Decider:
             w = stuck[0]
             msg = (f"worker {w.index} (pod {w.name}) cannot start: {w.reason}" + (f": {w.message}" if w.message else "")
                    + f"; the job fails after spec.runPolicy.startupDeadlineSeconds={limit}")
+            running = self.st.condition(R.RUNNING)
+            if running is None or running.reason != w.reason:
+                self.event(WARNING, w.reason, msg)
             self.st.message = msg
             self.cond(R.RUNNING, False, w.reason, msg)
             for s in stuck:

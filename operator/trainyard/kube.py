@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from . import api
 from .builders import checkpoint_claim, headless_service, worker_pod
 from .engine import Event, Launch
+from .metrics import API_REQUESTS
 
 log = logging.getLogger("trainyard.kube")
 FIELD_MANAGER = "trainyard-operator"
@@ -41,6 +42,17 @@ def api_message(e: ApiException) -> str:
         return str(e.reason)
 
 
+def counted(verb: str, resource: str, fn, *args, **kwargs):
+    """Calls the API and counts the request by verb, resource and status code."""
+    try:
+        out = fn(*args, **kwargs)
+    except ApiException as e:
+        API_REQUESTS.labels(verb, resource, str(e.status)).inc()
+        raise
+    API_REQUESTS.labels(verb, resource, "201" if verb == "create" else "200").inc()
+    return out
+
+
 class Conflict(Exception):
     """The job changed since it was read: re-read it and decide again."""
 
@@ -53,7 +65,8 @@ class KubeBackend:
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+            return counted("get", api.PLURAL, self.custom.get_namespaced_custom_object,
+                           api.GROUP, api.VERSION, namespace, api.PLURAL, name)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -64,7 +77,8 @@ class KubeBackend:
         (another reconcile, another operator) is refused rather than applied twice."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            return self.custom.patch_namespaced_custom_object_status(
+            return counted(
+                "patch", f"{api.PLURAL}/status", self.custom.patch_namespaced_custom_object_status,
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name, body,
                 field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
         except ApiException as e:
@@ -75,7 +89,7 @@ class KubeBackend:
     def _create(self, fn, namespace: str, manifest: dict[str, Any]) -> bool:
         """Creates; False if it already existed (idempotent re-runs after a restart)."""
         try:
-            fn(namespace, manifest, field_manager=FIELD_MANAGER)
+            counted("create", manifest["kind"].lower() + "s", fn, namespace, manifest, field_manager=FIELD_MANAGER)
             return True
         except ApiException as e:
             if e.status == 409:
@@ -99,7 +113,7 @@ class KubeBackend:
     def delete_workers(self, namespace: str, names: list[str]) -> list[Exception]:
         def one(name: str) -> None:
             try:
-                self.core.delete_namespaced_pod(name, namespace)
+                counted("delete", "pods", self.core.delete_namespaced_pod, name, namespace)
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -109,8 +123,8 @@ class KubeBackend:
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.custom.delete_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, propagation_policy="Background")
+            counted("delete", api.PLURAL, self.custom.delete_namespaced_custom_object,
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, propagation_policy="Background")
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -130,6 +144,6 @@ class KubeBackend:
                 reporting_component="trainyard.dev/operator", reporting_instance="trainyard-operator",
             )
             try:
-                self.core.create_namespaced_event(meta["namespace"], body)
+                counted("create", "events", self.core.create_namespaced_event, meta["namespace"], body)
             except ApiException as e:  # events are best effort: never fail a reconcile over one
                 log.warning("could not post event %s on %s: %s", ev.reason, meta["name"], api_message(e))

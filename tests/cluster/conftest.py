@@ -156,11 +156,12 @@ class Operator:
     def start(self) -> None:
         self.starts += 1
         port = _free_port()
+        self.metrics_port = _free_port()
         exe = Path(sys.executable).with_name("trainyard")
         self._log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(exe), "operator", "--kubeconfig", self.kubeconfig, "--liveness", f"http://127.0.0.1:{port}/healthz",
-             "--verbose"],
+             "--metrics-port", str(self.metrics_port), "--verbose"],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def alive() -> bool:
@@ -172,6 +173,11 @@ class Operator:
             return False
 
         wait_for(alive, 60, "the operator's liveness endpoint")
+
+    def metrics(self) -> str:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies under it."""

@@ -248,6 +248,10 @@ def test_stuck_worker_is_reported_then_fails_at_the_startup_deadline(reason):
     assert early.status.phase == Phase.PENDING
     assert conds(early.status)["Running"] == ("False", reason)
     assert early.requeue_after == 40.0
+    assert [(e.type, e.reason) for e in early.events] == [("Warning", reason)]
+    again = decide(make_job(status=early.status.model_dump(by_alias=True, mode="json"),
+                            spec={"runPolicy": {"startupDeadlineSeconds": 60}}), workers, at(30))
+    assert again.events == []  # reported once, not on every reconcile
     late = decide(job, workers, at(60))
     assert late.status.phase == Phase.FAILED
     assert conds(late.status)["Failed"] == ("True", reason)
