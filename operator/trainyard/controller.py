@@ -15,6 +15,7 @@ update (scale, suspend) and delete all arrive as events and go through the same 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -267,6 +268,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo["registry"] = Registry(KubeBackend(load_config(memo.get("kubeconfig"))))
     if memo.get("metrics_port"):
         metrics.serve(int(memo["metrics_port"]))
+
+
+@kopf.on.startup()
+async def size_thread_pool(**_: Any) -> None:
+    # Reconciles run in threads (the official client is synchronous); the default pool of
+    # min(32, cpus + 4) threads would queue the jobs of a burst behind a handful of them.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="trainyard-reconcile"))
 
 
 @kopf.index("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
