@@ -101,8 +101,8 @@ def run(
     if result.first_step_seconds is not None:
         console.print(f"time to first step: {result.first_step_seconds:.1f}s", markup=False)
     if result.resumed_seconds is not None:
-        console.print(f"injected kill -> training resumed: {result.resumed_seconds:.1f}s, "
-                      f"from step {result.resumed_from}", markup=False)
+        resumed = f", from step {result.resumed_from}" if result.resumed_from is not None else ""
+        console.print(f"injected kill -> training resumed: {result.resumed_seconds:.1f}s{resumed}", markup=False)
     raise typer.Exit(0 if st.phase and st.phase.value == "Succeeded" else 1)
 
 

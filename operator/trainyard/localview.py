@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 from rich.console import Console, Group
@@ -47,7 +48,8 @@ class View:
             table.add_column(col)
         for w in sorted(runner.backend.workers.values(), key=lambda w: (w.launch.index, w.launch.attempt)):
             rc = w.proc.returncode
-            state = "running" if rc is None else ("succeeded" if rc == 0 else f"exit {rc}")
+            state = ("running" if rc is None else "succeeded" if rc == 0
+                     else f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}")
             table.add_row(str(w.launch.index), str(w.launch.attempt), str(w.proc.pid), state, w.progress)
         return Group(head, Text(st.message or ""), table, *[Text.from_markup(r) for r in self.recent])
 
