@@ -10,7 +10,7 @@ CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
 -include e2e/cluster/cluster.mk
 
-.PHONY: setup test unit test-cluster lint crds verify demo clean
+.PHONY: setup test unit test-cluster test-chart actionlint images lint crds verify demo clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,21 @@ unit: setup
 # The cluster tier builds the control plane from Go modules on first use (see e2e/cluster/).
 test-cluster: setup
 	$(VENV)/bin/pytest tests/cluster -q
+
+# The chart tier alone: helm lint, values schema, template snapshots, install/upgrade/uninstall on
+# its own kwok cluster, actionlint on .github/workflows (helm/actionlint are built on first use).
+test-chart: setup
+	$(VENV)/bin/pytest tests/chart -q
+
+# Lint .github/workflows with the pinned actionlint (built from Go modules by e2e/cluster/build.sh).
+actionlint: cluster-tools
+	$(CLUSTER_BIN)/actionlint
+
+# The operator and trainer images (needs a Docker engine; the e2e-kind workflow builds them).
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/trainyard/Chart.yaml)
+images:
+	docker build -f operator/Dockerfile -t trainyard/operator:$(APP_VERSION) .
+	docker build -t trainyard/trainer:$(APP_VERSION) trainer-image
 
 test: setup lint verify
 	$(VENV)/bin/pytest tests -q

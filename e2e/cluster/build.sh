@@ -4,6 +4,7 @@
 #   etcd                                                           (go.etcd.io/etcd/server/v3, wrapper etcd/)
 #   kwok kwokctl                                                   (sigs.k8s.io/kwok, wrapper kwok/)
 #   helm                                                           (helm.sh/helm/v3, wrapper helm/)
+#   actionlint (lints .github/workflows)                           (github.com/rhysd/actionlint, wrapper actionlint/)
 #
 # Binaries: $TRAINYARD_CACHE/bin/<name>-<version>/<name>, symlinked from $TRAINYARD_CACHE/bin/current/<name>.
 # Each binary is built only when missing (or when its wrapper go.mod/go.sum changed), so a warm
@@ -11,7 +12,7 @@
 #
 # Usage: build.sh            build what is missing
 #        build.sh --regen    regenerate the wrapper go.mod/go.sum files from versions.env, then build
-#        build.sh --regen=etcd,helm   regenerate only some of them (k8s, etcd, kwok, helm)
+#        build.sh --regen=etcd,helm   regenerate only some of them (k8s, etcd, kwok, helm, actionlint)
 #        build.sh --force    rebuild every binary
 set -euo pipefail
 
@@ -23,7 +24,7 @@ for a in "$@"; do
     --regen) REGEN=1 ;;
     --regen=*) REGEN=1 REGEN_MODULES="${a#--regen=}" ;;
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument: $a" ;;
   esac
 done
@@ -137,9 +138,9 @@ gen_simple_module() { # gen_simple_module DIR MODULE VERSION PKG...
   tidy "$dir"
 }
 
-regen() { # regen [k8s|etcd|kwok|helm]...  (default: all)
+regen() { # regen [k8s|etcd|kwok|helm|actionlint]...  (default: all)
   local m mods=("$@")
-  (( ${#mods[@]} )) || mods=(k8s etcd kwok helm)
+  (( ${#mods[@]} )) || mods=(k8s etcd kwok helm actionlint)
   for m in "${mods[@]}"; do
     case "$m" in
       k8s)  gen_k8s_module ;;
@@ -147,7 +148,8 @@ regen() { # regen [k8s|etcd|kwok|helm]...  (default: all)
       etcd) gen_simple_module "${CLUSTER_DIR}/etcd" go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" go.etcd.io/etcd/server/v3 ;;
       kwok) gen_simple_module "${CLUSTER_DIR}/kwok" sigs.k8s.io/kwok "${KWOK_VERSION}" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl ;;
       helm) gen_simple_module "${CLUSTER_DIR}/helm" helm.sh/helm/v3 "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm ;;
-      *) die "unknown module '$m' for --regen (k8s, etcd, kwok, helm)" ;;
+      actionlint) gen_simple_module "${CLUSTER_DIR}/actionlint" github.com/rhysd/actionlint "${ACTIONLINT_VERSION}" github.com/rhysd/actionlint/cmd/actionlint ;;
+      *) die "unknown module '$m' for --regen (k8s, etcd, kwok, helm, actionlint)" ;;
     esac
   done
 }
@@ -165,7 +167,8 @@ else
   check_module "${CLUSTER_DIR}/k8s" k8s.io/kubernetes "${KUBE_VERSION}" &&
   check_module "${CLUSTER_DIR}/etcd" go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" &&
   check_module "${CLUSTER_DIR}/kwok" sigs.k8s.io/kwok "${KWOK_VERSION}" &&
-  check_module "${CLUSTER_DIR}/helm" helm.sh/helm/v3 "${HELM_VERSION}" ||
+  check_module "${CLUSTER_DIR}/helm" helm.sh/helm/v3 "${HELM_VERSION}" &&
+  check_module "${CLUSTER_DIR}/actionlint" github.com/rhysd/actionlint "${ACTIONLINT_VERSION}" ||
     die "wrapper go.mod files do not match versions.env; run '$0 --regen'"
 fi
 # From here on go.sum is complete and authoritative (see the GOSUMDB note above).
@@ -227,6 +230,12 @@ helm_ldflags() {
   printf '%s' "$f"
 }
 
+actionlint_ldflags() {
+  # Built from a wrapper module, the binary's main module is the wrapper (version "(devel)"):
+  # stamp the version `actionlint -version` prints.
+  printf '%s' "-s -w -X github.com/rhysd/actionlint.version=${ACTIONLINT_VERSION}"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +284,7 @@ build_one etcd    "${ETCD_VERSION}" "${CLUSTER_DIR}/etcd" go.etcd.io/etcd/server
 build_one kwok    "${KWOK_VERSION}" "${CLUSTER_DIR}/kwok" sigs.k8s.io/kwok/cmd/kwok      kwok_ldflags
 build_one kwokctl "${KWOK_VERSION}" "${CLUSTER_DIR}/kwok" sigs.k8s.io/kwok/cmd/kwokctl   kwok_ldflags
 build_one helm    "${HELM_VERSION}" "${CLUSTER_DIR}/helm" helm.sh/helm/v3/cmd/helm       helm_ldflags
+build_one actionlint "${ACTIONLINT_VERSION}" "${CLUSTER_DIR}/actionlint" github.com/rhysd/actionlint/cmd/actionlint actionlint_ldflags
 
 if (( ${#BUILT[@]} )); then
   log "build times:"

@@ -8,7 +8,7 @@ TRAINYARD_CLUSTER_SCRIPTS := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST)))
 
 .PHONY: cluster-tools cluster-up cluster-down
 
-## cluster-tools: build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm from Go modules (cached)
+## cluster-tools: build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm, actionlint from Go modules (cached)
 cluster-tools:
 	TRAINYARD_CACHE="$(TRAINYARD_CACHE)" "$(TRAINYARD_CLUSTER_SCRIPTS)/build.sh"
 

@@ -2,7 +2,8 @@
 kube-scheduler built from Go modules, kwok playing the kubelets) and the real operator process,
 running as the Helm chart's ServiceAccount.
 
-Set TRAINYARD_E2E_KUBECONFIG to run against an existing cluster (kind in the e2e workflow).
+Set TRAINYARD_E2E_KUBECONFIG to run against an existing cluster (kind in the e2e workflow), and
+TRAINYARD_E2E_OPERATOR=incluster to test the chart's Deployment there instead of a local process.
 Otherwise one kwok cluster is started for the session. With CI=true a cluster that cannot start
 fails the run; elsewhere a missing Go toolchain skips the tier with one loud line.
 """
@@ -10,6 +11,7 @@ fails the run; elsewhere a missing Go toolchain skips the tier with one loud lin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -205,9 +207,83 @@ class Operator:
                 if f'User "system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}" cannot' in line or "Traceback" in line]
 
 
+class InClusterOperator:
+    """TRAINYARD_E2E_OPERATOR=incluster: the operator is the chart's Deployment, running in its pod
+    on a cluster whose pods really run (kind in the e2e workflow). Nothing is started locally;
+    kill() deletes the pod at once (grace period 0, as when its node dies), start() waits for the
+    Deployment's replacement pod to be Ready, logs() and errors() read `kubectl logs`."""
+
+    SELECTOR = "app.kubernetes.io/name=trainyard,app.kubernetes.io/instance=trainyard"
+
+    def __init__(self, cluster: Cluster, kubeconfig: str):
+        self.cluster = cluster
+        self.kubeconfig = kubeconfig  # the chart's ServiceAccount, as for the local process (test_rbac)
+        self.killed: set[str] = set()  # uids of the pods kill() deleted
+        self.past_logs: dict[str, str] = {}  # pod name -> its logs, read just before it was deleted
+        self.starts = 0
+
+    def _pods(self) -> list[dict]:
+        out = self.cluster.kubectl_run("get", "pods", "-n", OPERATOR_NS, "-l", self.SELECTOR, "-o", "json")
+        return [p for p in json.loads(out.stdout)["items"] if p["metadata"].get("deletionTimestamp") is None]
+
+    def _ready_pod(self) -> dict | None:
+        for pod in self._pods():
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
+            if ready and pod["metadata"]["uid"] not in self.killed:
+                return pod
+        return None
+
+    def start(self) -> None:
+        self.starts += 1
+        wait_for(self._ready_pod, 180, "a Ready operator pod (deployment trainyard)")
+        self.cluster.kubectl_run("wait", "--for=condition=Available", "--timeout=120s", "-n", OPERATOR_NS,
+                                 "deployment/trainyard")
+
+    def kill(self) -> None:
+        for pod in self._pods():
+            name = pod["metadata"]["name"]
+            self.past_logs[name] = self._pod_logs(name)
+            self.killed.add(pod["metadata"]["uid"])
+            self.cluster.kubectl_run("delete", "pod", name, "-n", OPERATOR_NS, "--grace-period=0", "--force",
+                                     "--wait=false", check=False)
+
+    def stop(self) -> None:
+        """The Deployment stays: it belongs to the chart."""
+
+    def _pod_logs(self, name: str) -> str:
+        text = ""
+        for previous in (True, False):  # a container restarted by its liveness probe keeps one old log
+            out = self.cluster.kubectl_run("logs", "-n", OPERATOR_NS, name, "-c", "operator",
+                                           *(["--previous"] if previous else []), check=False)
+            text += out.stdout if out.returncode == 0 else ""
+        return text
+
+    def _all_logs(self) -> str:
+        current = {p["metadata"]["name"]: self._pod_logs(p["metadata"]["name"]) for p in self._pods()}
+        return "".join({**self.past_logs, **current}.values())
+
+    def logs(self) -> str:
+        pod = self._ready_pod() or next(iter(self._pods()), None)
+        return self._pod_logs(pod["metadata"]["name"])[-6000:] if pod else ""
+
+    def errors(self) -> list[str]:
+        return [line for line in self._all_logs().splitlines()
+                if f'User "system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}" cannot' in line or "Traceback" in line]
+
+
 @pytest.fixture(scope="session")
-def operator(installed: Cluster, tmp_path_factory) -> Iterator[Operator]:
-    op = Operator(_service_account_kubeconfig(installed), tmp_path_factory.mktemp("operator"))
+def operator(installed: Cluster, tmp_path_factory) -> Iterator[Operator | InClusterOperator]:
+    mode = os.environ.get("TRAINYARD_E2E_OPERATOR", "local")
+    kubeconfig = _service_account_kubeconfig(installed)
+    if mode == "incluster":
+        if installed.local:
+            pytest.fail("TRAINYARD_E2E_OPERATOR=incluster needs a cluster whose pods really run (kwok only "
+                        "pretends): set TRAINYARD_E2E_KUBECONFIG, e.g. to a kind cluster's", pytrace=False)
+        op: Operator | InClusterOperator = InClusterOperator(installed, kubeconfig)
+    elif mode == "local":
+        op = Operator(kubeconfig, tmp_path_factory.mktemp("operator"))
+    else:
+        pytest.fail(f"TRAINYARD_E2E_OPERATOR={mode!r}: expected local (default) or incluster", pytrace=False)
     op.start()
     yield op
     op.stop()

@@ -1,9 +1,30 @@
-{{- define "trainyard.labels" -}}
+{{/* The name of every namespaced object and of the cluster-scoped RBAC: the release name, or
+<release>-trainyard when the release name does not say trainyard. */}}
+{{- define "trainyard.fullname" -}}
+{{- if contains "trainyard" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-trainyard" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What selects the operator's pod: stable for the life of a release (never the version). */}}
+{{- define "trainyard.selectorLabels" -}}
 app.kubernetes.io/name: trainyard
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "trainyard.labels" -}}
+{{ include "trainyard.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: trainyard
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "trainyard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "trainyard.serviceAccountName" -}}
