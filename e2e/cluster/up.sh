@@ -37,7 +37,9 @@ resolve() { readlink -f "$1"; }
 OUT_DIR="${CLUSTERS_DIR}/${NAME}"
 KUBECONFIG_OUT="${OUT_DIR}/kubeconfig"
 STAMP="${OUT_DIR}/versions"
-WANT_STAMP="KUBE_VERSION=${KUBE_VERSION} ETCD_VERSION=${ETCD_VERSION} KWOK_VERSION=${KWOK_VERSION}"
+# kwok's Logs CRDs let a test give a fake pod real log lines (kubectl logs, -f).
+KWOK_CRDS="Logs,ClusterLogs"
+WANT_STAMP="KUBE_VERSION=${KUBE_VERSION} ETCD_VERSION=${ETCD_VERSION} KWOK_VERSION=${KWOK_VERSION} CRDS=${KWOK_CRDS}"
 cluster_lock "$NAME"   # serialise concurrent up.sh/down.sh runs for the same cluster
 mkdir -p "${OUT_DIR}"
 
@@ -159,6 +161,7 @@ YAML
     --kwok-controller-binary "$(resolve "$KWOK")" \
     --kube-authorization=true --kube-admission=true \
     --quiet-pull \
+    --enable-crds "$KWOK_CRDS" \
     --kubeconfig '' \
     --wait "${UP_TIMEOUT}s" >"$logf" 2>&1; then
     cat "$logf" >&2

@@ -106,6 +106,9 @@ def run(
     raise typer.Exit(0 if st.phase and st.phase.value == "Succeeded" else 1)
 
 
+from . import jobs_cli  # noqa: E402,F401  (registers submit, get, describe, logs, delete, suspend, resume)
+
+
 def main() -> None:
     app()
 

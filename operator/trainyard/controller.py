@@ -185,19 +185,22 @@ def set_phase(loop: JobLoop, phase: str | None) -> None:
 
 def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.DistributedTrainingJob,
           plan: Plan) -> bool:
-    """Persists the status, then acts. Returns True if some action failed and should be retried soon."""
+    """Writes the status and acts on the plan, concurrently: every pod name is a function of the
+    attempt, and counters only ever change through the status, so if the status write is lost (a
+    crash, a conflict) the next reconcile re-makes the same decision, finds the same pods and
+    counts nothing twice. Returns True if an action failed and should be retried soon."""
     ns, name = loop.namespace, loop.name
     failed = False
     new_status = status_body(plan.status)
+    status_write = None
     if new_status != status_body(job.status):
-        # The decision is persisted before it is acted on: after a crash, the next reconcile sees
-        # the new attempt and never counts the same failure twice.
-        backend.patch_status(ns, name, obj["metadata"]["resourceVersion"], new_status)
-    if plan.events:
-        backend.post_events(obj, plan.events)
+        status_write = backend.pool.submit(backend.patch_status, ns, name, obj["metadata"]["resourceVersion"],
+                                           new_status)
     if plan.create:
         if job.status.condition(R.CREATED) is None or plan.status.rendezvous_attempt != job.status.rendezvous_attempt:
-            backend.ensure_children(job)
+            children = backend.pool.submit(backend.ensure_children, job)
+        else:
+            children = None
         job_now = job.model_copy(update={"status": plan.status})
         mono = time.monotonic()
         for launch in plan.create:
@@ -207,6 +210,8 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
                              api_message(err) if isinstance(err, ApiException) else err)
             loop.created.pop(pod, None)  # not expected any more: the next reconcile creates it again
             failed = True
+        if children is not None:
+            children.result()
     to_delete = [n for n in plan.delete if n not in loop.deleted]
     if to_delete:
         mono = time.monotonic()
@@ -214,6 +219,10 @@ def apply(backend: KubeBackend, loop: JobLoop, obj: dict[str, Any], job: api.Dis
         for err in backend.delete_workers(ns, to_delete):
             loop.log.warning("deleting a worker failed: %s", api_message(err) if isinstance(err, ApiException) else err)
             failed = True
+    if status_write is not None:
+        status_write.result()  # raises Conflict: the caller reads the job again and decides again
+    if plan.events:
+        backend.post_events(obj, plan.events)
     if plan.delete_job:
         backend.delete_job(ns, name)
     return failed

@@ -148,7 +148,9 @@ class _Decider:
             if w.index not in current or w.attempt > current[w.index].attempt:
                 current[w.index] = w
         chosen = {id(w) for w in current.values()}
-        return current, [w for w in self.workers if id(w) not in chosen]
+        # Pods of a later attempt come from a decision whose status write was lost: leave them be,
+        # the same decision is about to be made again and will find them.
+        return current, [w for w in self.workers if id(w) not in chosen and w.attempt <= self.st.attempt]
 
     def counts(self, members: dict[int, Worker]) -> None:
         ms = list(members.values())
@@ -385,7 +387,9 @@ class _Decider:
             msg = (f"worker {w.index} (pod {w.name}) cannot start: {w.reason}" + (f": {w.message}" if w.message else "")
                    + f"; the job fails after spec.runPolicy.startupDeadlineSeconds={limit}")
             running = self.st.condition(R.RUNNING)
-            if running is None or running.reason != w.reason:
+            # Unschedulable is often brief (a volume binding, an autoscaler adding a node) and the
+            # scheduler already reports it on the pod: only the condition says it, until the deadline.
+            if (running is None or running.reason != w.reason) and w.reason != R.UNSCHEDULABLE:
                 self.event(WARNING, w.reason, msg)
             self.st.message = msg
             self.cond(R.RUNNING, False, w.reason, msg)

@@ -248,7 +248,7 @@ def test_stuck_worker_is_reported_then_fails_at_the_startup_deadline(reason):
     assert early.status.phase == Phase.PENDING
     assert conds(early.status)["Running"] == ("False", reason)
     assert early.requeue_after == 40.0
-    assert [(e.type, e.reason) for e in early.events] == [("Warning", reason)]
+    assert [(e.type, e.reason) for e in early.events] == ([] if reason == "Unschedulable" else [("Warning", reason)])
     again = decide(make_job(status=early.status.model_dump(by_alias=True, mode="json"),
                             spec={"runPolicy": {"startupDeadlineSeconds": 60}}), workers, at(30))
     assert again.events == []  # reported once, not on every reconcile
@@ -463,3 +463,14 @@ def test_a_local_sigkill_is_a_retryable_signal_not_an_oom():
     workers = [wk(0), wk(1, state=State.FAILED, exit_code=137, oom=False, reason="Killed")]
     plan = decide(make_job({"failurePolicy": {"restartPolicy": "ExitCode"}}, RUNNING_STATUS), workers, at(5))
     assert plan.status.phase == Phase.RESTARTING
+
+
+def test_pods_of_a_lost_decision_are_kept_and_found_again():
+    # The operator created attempt 1 but crashed before its status write landed: the engine makes
+    # the same decision again, counts it once, and does not delete the pods it will re-create.
+    workers = [wk(0), wk(1, state=State.FAILED, exit_code=1), wk(0, attempt=1, state=State.PENDING),
+               wk(1, attempt=1, state=State.PENDING)]
+    plan = decide(make_job(status=RUNNING_STATUS), workers, at(5))
+    assert (plan.status.attempt, plan.status.restarts) == (1, 1)
+    assert plan.delete == ["demo-0-0"]
+    assert plan.create == launches(1, 2)  # idempotent: they exist, the create is a no-op (409)
