@@ -10,7 +10,7 @@ CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
 -include e2e/cluster/cluster.mk
 
-.PHONY: setup test unit test-cluster test-chart actionlint images lint crds verify demo clean
+.PHONY: setup test unit test-cluster test-chart actionlint images lint crds verify demo bench clean
 
 setup: $(STAMP)
 
@@ -64,5 +64,9 @@ demo: setup
 	$(VENV)/bin/trainyard run examples/digits-ddp.yaml --workers 2 --workdir $(DEMO_DIR) \
 		--checkpoint-dir $(DEMO_DIR)/checkpoints --inject-failure worker=1,at-step=230
 
+# Every benchmark side by side (bench/README.md); BENCH=p1,p3 runs only those.
+bench: setup
+	$(PY) -m bench $(if $(BENCH),--only $(BENCH))
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/.venv-ray

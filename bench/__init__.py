@@ -1,0 +1,1 @@
+"""Trainyard benchmarks: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,106 @@
+"""P1 fan-out: one 64-worker job, from its creation to all 64 pods existing and to all Running.
+
+Contenders, interleaved round by round on the same kube-apiserver:
+- trainyard: `kubectl create` of a DistributedTrainingJob (workers: 64) -> the Trainyard operator;
+- floor: a bare client creating the same 64 pods (the operator's own manifests) with 64 threads of
+  the official Python client, connection pool 64, in a process of its own; no job object, no
+  Service, no status write: the least any controller can do for 64 pods;
+- kubeflow: the equivalent PyTorchJob v1 (Master 1 + Worker 63) -> Kubeflow's training-operator
+  v1.9.3, flags as its Deployment runs it (client QPS 20 / burst 30, 1 controller thread);
+- kubeflow-qps: the same with --kube-api-qps 1000 --kube-api-burst 2000 (its client-side rate
+  limit lifted), to show how much of its time is that limit.
+
+t0 is taken right before the create call (for the floor: right before "go"); "created" is when the
+harness's pod watch received the 64th pod's first event, "running" when it received the 64th
+phase=Running (kwok marks a scheduled pod Running on its own). Pods are kwok's: nothing runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .cluster import job_of
+from .common import Result, column, interleave, log, paired_ratios, stats
+from .session import KUBEFLOW, NS_FLOOR, NS_KUBEFLOW, NS_KUBEFLOW_QPS, NS_TRAINYARD, TRAINYARD, Session
+
+WORKERS = 64
+
+
+def _wait_all(session: Session, ns: str, name: str, n: int, t0: float, timeout: float = 300) -> dict[str, float]:
+    w = session.watch(ns)
+    created, running = w.wait(lambda w: w.all_times(lambda p: job_of(p) == name, n), timeout,
+                              f"{n} pods of {ns}/{name} Running")
+    return {"created_s": created - t0, "running_s": running - t0}
+
+
+def trainyard_trial(session: Session, workers: int = WORKERS) -> dict[str, float]:
+    session.trainyard()
+    session.watch(NS_TRAINYARD)
+    name = session.name("fan")
+    t0 = time.monotonic()
+    session.submit_trainyard(name, workers)
+    out = _wait_all(session, NS_TRAINYARD, name, workers, t0)
+    session.clean(NS_TRAINYARD, TRAINYARD)
+    return out
+
+
+def kubeflow_trial(session: Session, qps: bool = False, workers: int = WORKERS) -> dict[str, float]:
+    ns = NS_KUBEFLOW_QPS if qps else NS_KUBEFLOW
+    session.kubeflow(qps)
+    session.watch(ns)
+    name = session.name("fan")
+    t0 = time.monotonic()
+    session.submit_kubeflow(name, workers, ns)
+    out = _wait_all(session, ns, name, workers, t0)
+    session.clean(ns, KUBEFLOW)
+    return out
+
+
+def floor_trial(session: Session, workers: int = WORKERS) -> dict[str, float]:
+    floor = session.floor(64)
+    session.watch(NS_FLOOR)
+    name = session.name("fan")
+    floor.prepare(NS_FLOOR, name, 1, workers)
+    t0 = time.monotonic()
+    calls = floor.go()
+    out = _wait_all(session, NS_FLOOR, name, workers, t0)
+    out["calls_s"] = calls
+    session.clean(NS_FLOOR)
+    return out
+
+
+def run(session: Session, rounds: int = 8) -> Result:
+    res = Result(
+        "p1_fanout", "P1 fan-out: 64-worker job -> 64 pods created / Running (kwok)",
+        workload=f"one job of {WORKERS} workers (no checkpoint claim), kwok pods; {rounds} interleaved rounds "
+                 "after 1 warm-up round",
+        method=__doc__ or "")
+    contenders: dict[str, Any] = {
+        "trainyard": lambda r: trainyard_trial(session),
+        "floor": lambda r: floor_trial(session),
+    }
+    if session.kubeflow_bin:
+        contenders["kubeflow"] = lambda r: kubeflow_trial(session)
+        contenders["kubeflow-qps"] = lambda r: kubeflow_trial(session, qps=True)
+    else:
+        res.notes.append(f"Kubeflow training-operator unavailable: {session.kubeflow_error}")
+    log(f"P1 fan-out: {', '.join(contenders)} x {rounds} rounds")
+    trials = interleave(contenders, rounds)
+    res.trials = trials
+    ty = trials["trainyard"]
+    for key, label in (("created_s", "all 64 created"), ("running_s", "all 64 Running")):
+        res.row(f"{label}: trainyard / floor", paired_ratios(column(ty, key), column(trials["floor"], key)),
+                "<= 1.3x", a=stats(column(ty, key)), b=stats(column(trials["floor"], key)))
+    if "kubeflow" in trials:
+        for key, label in (("created_s", "all 64 created"), ("running_s", "all 64 Running")):
+            res.row(f"{label}: kubeflow / trainyard",
+                    paired_ratios(column(trials["kubeflow"], key), column(ty, key)), ">= 3x",
+                    a=stats(column(trials["kubeflow"], key)), b=stats(column(ty, key)))
+        for key, label in (("created_s", "all 64 created"),):
+            res.row(f"{label}: kubeflow-qps / trainyard",
+                    paired_ratios(column(trials["kubeflow-qps"], key), column(ty, key)), "(no target)",
+                    a=stats(column(trials["kubeflow-qps"], key)), b=stats(column(ty, key)))
+    res.extra["absolute"] = {name: {k: stats(column(t, k)) for k in ("created_s", "running_s")}
+                             for name, t in trials.items()}
+    return res
