@@ -251,7 +251,8 @@ class RunPolicy(_Model):
         None, ge=1,
         description=(
             "Declare the job hung when no worker reports training progress (the trainer library's heartbeat) "
-            "for this long, and restart the gang with reason Hung (counted as a restart)."
+            "for this long, and restart the gang with reason Hung (counted as a restart). The clock starts when "
+            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup."
         ),
     )
     suspend: bool = Field(False, description="Delete the workers and pause the job; resuming is not a restart.")
