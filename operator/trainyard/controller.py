@@ -37,7 +37,10 @@ from .workers import State, Worker, from_pod
 log = logging.getLogger("trainyard.controller")
 
 RESYNC_SECONDS = 300.0
-EXPECTATION_TTL = 60.0  # how long our own creations may lag behind the watch
+# How long our own creations may lag behind the watch. The bench saw a 500-job burst lag past 60 s
+# and re-send 129 creates (409s, wasted writes); a created pod always reaches the index (ADDED comes
+# before any DELETED on the watch), so waiting longer costs nothing.
+EXPECTATION_TTL = 300.0
 DELETION_TTL = 900.0  # pods we deleted may take their grace period (and more) to disappear
 
 
