@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from tests.support import free_port, wait_for
+
 from .common import BENCH, BIN, REPO, log
 
 CLUSTER = "trainyard-bench"
@@ -38,23 +39,6 @@ CLUSTER_SCRIPTS = REPO / "e2e" / "cluster"
 NODE_PODS = os.environ.get("BENCH_NODE_PODS", "1200")
 IMAGE = "trainyard/trainer:bench"
 KF_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in training-operator's pkg/cert
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # ---- the control plane -------------------------------------------------------------------------

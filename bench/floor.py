@@ -22,8 +22,8 @@ from kubernetes import client
 
 from bench.cluster import dtj, new_client
 from trainyard import api
-from trainyard.builders import worker_pod
 from trainyard.engine import Launch
+from trainyard.kube.manifests import worker_pod
 
 
 def manifests(ns: str, prefix: str, jobs: int, workers: int) -> list[dict]:

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.api import DistributedTrainingJob
-from trainyard.local import Injection, Runner
+from trainyard.local.injection import Injection
+from trainyard.local.runner import Runner
 
 from .common import BENCH, REPO, Result, column, interleave, log, paired_ratios, stats
 

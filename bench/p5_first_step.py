@@ -1,4 +1,4 @@
-"""P5 time to first step on the workstation runtime (`trainyard.local.Runner`, what `trainyard run`
+"""P5 time to first step on the workstation runtime (`trainyard.local.runner.Runner`, what `trainyard run`
 drives): 2 workers of trainyard_trainer.examples.train_digits (DDP, gloo, CPU), each a real
 `trainyard-launch` -> torchrun -> python process tree on this machine.
 
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.api import DistributedTrainingJob
-from trainyard.local import LocalBackend, LocalWorker, Runner
+from trainyard.local.backend import LocalBackend, LocalWorker
+from trainyard.local.runner import Runner
 
 from .common import Result, column, interleave, log, paired_ratios, stats
 
@@ -55,14 +56,14 @@ class Backend(LocalBackend):
     nnodes: str | None = None
     started_at: float | None = None
 
-    def env(self, launch, heartbeat):  # type: ignore[override]
-        env = super().env(launch, heartbeat)
+    def env(self, job, launch, heartbeat):  # type: ignore[override]
+        env = super().env(job, launch, heartbeat)
         if self.nnodes:
             env["PET_NNODES"] = self.nnodes
         return env
 
-    def create(self, launches):  # type: ignore[override]
-        super().create(launches)
+    def create(self, job, launches):  # type: ignore[override]
+        super().create(job, launches)
         if launches:
             self.started_at = time.monotonic()
 
@@ -76,11 +77,10 @@ def trial(nnodes: str | None, timeout: float = 180) -> dict[str, float]:
             first.append(time.monotonic())
 
     j = job("p5")
-    runner = Runner(j, tmp / "work", tmp / "ckpt", tick=0.01)
-    backend = Backend(j, tmp / "work", tmp / "ckpt", on_line=runner._line)
+    runner = Runner(j, tmp / "work", tmp / "ckpt", tick=0.01, on_line=on_line, backend_class=Backend)
+    backend = runner.backend
+    assert isinstance(backend, Backend)
     backend.nnodes = nnodes
-    runner.backend = backend
-    runner._user_on_line = on_line
     deadline = time.monotonic() + timeout
     try:
         while runner.step():

@@ -28,7 +28,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from .helpers import Kube, wait_for
+from ..support import free_port, wait_for
+from .helpers import Kube
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPTS = REPO / "e2e" / "cluster"
@@ -136,12 +137,6 @@ def _service_account_kubeconfig(cluster: Cluster) -> str:
     return str(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Operator:
     """The real `trainyard operator` process, started and killed like a pod would be."""
 
@@ -157,8 +152,8 @@ class Operator:
 
     def start(self) -> None:
         self.starts += 1
-        port = _free_port()
-        self.metrics_port = _free_port()
+        port = free_port()
+        self.metrics_port = free_port()
         exe = Path(sys.executable).with_name("trainyard")
         self._log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from trainyard import api
 
-T = TypeVar("T")
+from ..support import wait_for
 
-
-def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Polls fn until it returns something truthy; fails with `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
-
+__all__ = ["Kube", "env_of", "job_manifest", "wait_for"]
 
 def job_manifest(name: str, workers: int = 2, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {

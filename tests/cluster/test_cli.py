@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from trainyard import sdk
 from trainyard.cli import app
+from trainyard.cli import jobs as jobs_cli
 
 from .helpers import job_manifest, wait_for
 from .test_sdk import kwok_logs  # noqa: F401,F811  (a fixture)
@@ -222,7 +223,9 @@ def test_no_kubeconfig(cli, tmp_path):
 def test_crd_not_installed(cli, ns, tmp_path, monkeypatch, command):
     """The apiserver's real 404 for a resource type it does not serve: the job commands are
     pointed at trainyard.dev/v1alpha1 nonexistentjobs, as they would be at a cluster without the CRD."""
-    monkeypatch.setattr(sdk, "DTJ", sdk.Resource(plural="nonexistentjobs"))
+    missing = sdk.Resource(plural="nonexistentjobs")
+    monkeypatch.setattr(jobs_cli, "_client", lambda kubeconfig, context, namespace: sdk.TrainyardClient(
+        kubeconfig, context, namespace, resource=missing))
     job = write(tmp_path, job_manifest("x"))
     args = [job if a == "JOB" else a for a in command]
     line = one_error_line(cli(*args, "-n", ns), 3)

@@ -9,8 +9,8 @@ import yaml
 from kubernetes import client
 
 from trainyard.api import DistributedTrainingJob
-from trainyard.builders import worker_pod
 from trainyard.engine import Launch
+from trainyard.kube.manifests import worker_pod
 
 from .conftest import REPO
 from .helpers import env_of, job_manifest, wait_for

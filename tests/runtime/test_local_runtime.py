@@ -18,9 +18,10 @@ import psutil
 import pytest
 import yaml
 
-from trainyard import reasons as R
 from trainyard.api import Phase
-from trainyard.local import Injection, Runner, load_job
+from trainyard.api import reasons as R
+from trainyard.local.injection import Injection
+from trainyard.local.runner import Runner, load_job
 
 TRAINYARD = str(Path(sys.executable).with_name("trainyard"))
 
@@ -157,12 +158,17 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
         time.sleep(300)
     """, workers=2)
     proc = subprocess.Popen([TRAINYARD, "run", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    # Each worker prints its step line only after its grandchild exists: wait for both lines, not
+    # for a moment when the tree might be complete.
+    started = set()
     for line in proc.stdout:
-        if "AllWorkersRunning" in line:
+        if "| [trainyard] step=0" in line:
+            started.add(line.split("|")[0].strip())
+        if len(started) == 2:
             break
-    me = psutil.Process(proc.pid)
-    tree = me.children(recursive=True)
-    assert len(tree) >= 4  # 2 workers and 2 grandchildren
+    assert len(started) == 2, f"the workers never started (exit {proc.poll()})"
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert len(tree) == 4, tree  # 2 workers and 2 grandchildren
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 130
     gone, alive = psutil.wait_procs(tree, timeout=10)

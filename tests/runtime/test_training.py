@@ -13,9 +13,10 @@ import psutil
 import pytest
 import yaml
 
-from trainyard import reasons as R
 from trainyard.api import Phase
-from trainyard.local import Injection, Runner, load_job
+from trainyard.api import reasons as R
+from trainyard.local.injection import Injection
+from trainyard.local.runner import Runner, load_job
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[2]
@@ -66,10 +67,9 @@ def test_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path):
     assert newest.name == "step-00000040.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a crash
 
-    second = Runner(load_job(digits_job(tmp_path, "--max-steps", "60", "--checkpoint-every", "20")),
-                    tmp_path / "work2", tmp_path / "ckpt", tick=0.05)
     lines: list[str] = []
-    second._user_on_line = lambda w, line: lines.append(line)
+    second = Runner(load_job(digits_job(tmp_path, "--max-steps", "60", "--checkpoint-every", "20")),
+                    tmp_path / "work2", tmp_path / "ckpt", tick=0.05, on_line=lambda w, line: lines.append(line))
     result = second.run()
     assert result.job.status.phase == Phase.SUCCEEDED
     assert any("resumed from step=20" in line for line in lines), [x for x in lines if "[trainyard]" in x][:5]
@@ -105,8 +105,6 @@ def test_a_stopped_worker_is_detected_as_hung_and_the_gang_restarted(tmp_path):
     # beats the heartbeat, and the job must notice instead of waiting for gloo's 30-minute timeout.
     path = digits_job(tmp_path, "--epochs", "3", "--step-delay", "0.02",
                       runPolicy={"progressDeadlineSeconds": 40})  # above a restarted gang's startup on a busy 2-core machine
-    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", tick=0.05)
-    (tmp_path / "ckpt").mkdir()
     stopped = []
 
     def on_line(w, line):
@@ -117,7 +115,8 @@ def test_a_stopped_worker_is_detected_as_hung_and_the_gang_restarted(tmp_path):
                 p.suspend()
             stopped.extend(trainers)
 
-    runner._user_on_line = on_line
+    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", tick=0.05, on_line=on_line)
+    (tmp_path / "ckpt").mkdir()
     result = runner.run()
     st = result.job.status
     assert stopped, "no training process was stopped"

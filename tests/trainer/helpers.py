@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..support import free_port
+
+__all__ = ["free_port"]
+
 TRAINER_IMAGE = Path(__file__).resolve().parents[2] / "trainer-image"
 EXAMPLES = TRAINER_IMAGE / "trainyard_trainer" / "examples"
 DIGITS = EXAMPLES / "train_digits.py"
 SYNTHETIC = EXAMPLES / "train_synthetic.py"
 
 _SCRUB = re.compile(r"^(PET_|TRAINYARD_|TORCHELASTIC_|MASTER_ADDR$|MASTER_PORT$|RANK$|WORLD_SIZE$|LOCAL_RANK$|LOCAL_WORLD_SIZE$|GROUP_RANK$)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launcher_cmd() -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from trainyard.api import DistributedTrainingJob
-from trainyard.workers import State, Worker
+from trainyard.engine.workers import State, Worker
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 UID = "0b7d1c2e-uid"
@@ -37,6 +37,15 @@ def make_job(spec: dict | None = None, status: dict | None = None, **meta: Any) 
     obj = merge(BASE, {"spec": spec or {}, "metadata": meta})
     obj["status"] = status or {}
     return DistributedTrainingJob.from_dict(obj)
+
+
+def then(job: DistributedTrainingJob, plan: Any, spec: dict | None = None) -> DistributedTrainingJob:
+    """The job as the next reconcile reads it: the status the plan wrote (and a spec change)."""
+    out = job.model_copy(update={"status": plan.status.model_copy(deep=True)})
+    if spec:
+        raw = merge(out.spec.model_dump(by_alias=True, exclude_none=True, mode="json"), spec)
+        out = out.model_copy(update={"spec": type(job.spec).model_validate(raw)})
+    return out
 
 
 def wk(index: int, attempt: int = 0, state: State = State.RUNNING, job: str = "demo", **kw: Any) -> Worker:

@@ -8,8 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from trainyard import crd
-from trainyard.api import DistributedTrainingJob, semantic_errors
+from trainyard.api import DistributedTrainingJob, crd, semantic_errors
 
 from .conftest import make_job
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trainyard.builders import checkpoint_claim, headless_service, worker_pod
 from trainyard.engine import Launch
+from trainyard.kube.manifests import checkpoint_claim, headless_service, worker_pod
 
 from .conftest import UID, make_job
 

@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from trainyard import reasons as R
 from trainyard.api import Phase
+from trainyard.api import reasons as R
 from trainyard.engine import Launch, decide
-from trainyard.workers import State
+from trainyard.engine.workers import State
 
-from .conftest import T0, at, make_job, wk
+from .conftest import T0, at, make_job, then, wk
 
 
 def conds(status) -> dict[str, tuple[str, str]]:
@@ -54,7 +54,7 @@ def test_new_job_creates_every_worker_of_attempt_0():
 
 def test_rerun_after_creation_creates_nothing_and_changes_nothing():
     first = decide(make_job(), [], T0)
-    job = make_job(status=first.status.model_dump(by_alias=True, mode="json"))
+    job = then(make_job(), first)
     plan = decide(job, [wk(0, state=State.PENDING), wk(1, state=State.PENDING)], at(1))
     assert plan.create == [] and plan.delete == [] and plan.events == []
     assert plan.status.model_dump() == {**first.status.model_dump(),
@@ -116,7 +116,7 @@ def test_second_restart_waits_for_the_exponential_backoff():
     assert plan.delete == ["demo-1-1"]
     assert plan.requeue_after == 10.0
 
-    waiting = make_job(status=st.model_dump(by_alias=True, mode="json"))
+    waiting = then(make_job(status=restarted()), plan)
     old = [wk(0, attempt=1, state=State.FAILED, exit_code=1)]
     early = decide(waiting, old, at(25))
     assert (early.create, early.requeue_after, early.status.backoff_until) == ([], 5.0, at(30))
@@ -249,8 +249,7 @@ def test_stuck_worker_is_reported_then_fails_at_the_startup_deadline(reason):
     assert conds(early.status)["Running"] == ("False", reason)
     assert early.requeue_after == 40.0
     assert [(e.type, e.reason) for e in early.events] == ([] if reason == "Unschedulable" else [("Warning", reason)])
-    again = decide(make_job(status=early.status.model_dump(by_alias=True, mode="json"),
-                            spec={"runPolicy": {"startupDeadlineSeconds": 60}}), workers, at(30))
+    again = decide(then(job, early), workers, at(30))
     assert again.events == []  # reported once, not on every reconcile
     late = decide(job, workers, at(60))
     assert late.status.phase == Phase.FAILED
@@ -317,10 +316,10 @@ def test_suspend_deletes_workers_and_resume_starts_a_fresh_attempt_without_count
     assert plan.create == []
     assert conds(st)["Suspended"] == ("True", R.JOB_SUSPENDED)
 
-    again = decide(make_job({"runPolicy": {"suspend": True}}, st.model_dump(by_alias=True, mode="json")), [], at(11))
+    again = decide(then(job, plan), [], at(11))
     assert again.status.attempt == 2 and again.events == []
 
-    resumed = decide(make_job(status=st.model_dump(by_alias=True, mode="json")), [], at(50))
+    resumed = decide(then(job, plan, {"runPolicy": {"suspend": False}}), [], at(50))
     rs = resumed.status
     assert (rs.phase, rs.attempt, rs.restarts, rs.start_time) == (Phase.PENDING, 2, 1, at(50))
     assert resumed.create == launches(2, 2)
@@ -366,7 +365,7 @@ def test_worker_scope_replaces_only_the_failed_worker():
     assert plan.create == [Launch("demo-1-1", 1, 1, 0)]
     assert plan.delete == []
     # next time round the replacement is the current worker 1 and the old failure is history
-    nxt = decide(make_job(spec, st.model_dump(by_alias=True, mode="json")),
+    nxt = decide(then(make_job(spec, RUNNING_STATUS), plan),
                  workers + [wk(1, attempt=1, state=State.PENDING)], at(6))
     assert nxt.create == [] and nxt.status.disruptions == 1 and nxt.delete == []
 

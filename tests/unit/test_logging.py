@@ -7,13 +7,13 @@ import logging
 
 import kopf
 
-from trainyard.controller import JobLoop
+from trainyard.kube.loop import job_logger
 
 
 def test_job_lines_carry_the_job_in_json(capsys):
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=True)
     try:
-        JobLoop("ml", "digits").log.warning("creating worker %s failed: %s", "digits-0-1", "quota")
+        job_logger("ml", "digits").warning("creating worker %s failed: %s", "digits-0-1", "quota")
         line = capsys.readouterr().err.strip().splitlines()[-1]
         record = json.loads(line)
         assert record["message"] == "creating worker digits-0-1 failed: quota"

@@ -17,8 +17,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from typer.testing import CliRunner
 
-from trainyard import api, jobs_cli, sdk
+from trainyard import api, sdk
 from trainyard.cli import app
+from trainyard.cli import jobs as jobs_cli
 from trainyard.sdk import (
     AccessDenied,
     CRDNotInstalled,
@@ -39,6 +40,8 @@ from trainyard.sdk import (
     merge_by_time,
     parse_progress,
 )
+from trainyard.sdk import logs as sdk_logs
+from trainyard.sdk.logs import hold_errors
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits-ddp.yaml"
@@ -183,7 +186,7 @@ def test_closing_streams_wakes_a_reader_blocked_on_the_socket():
 
     ours, theirs = socket.socketpair()
     reader = ours.makefile("rb")
-    streams = sdk._Streams()
+    streams = sdk_logs._Streams()
     streams.add(SimpleNamespace(connection=SimpleNamespace(sock=ours), close=reader.close))
 
     def source():
@@ -458,7 +461,7 @@ def test_logs_one_unreadable_worker_is_a_warning_all_unreadable_an_error(fake):
 
 
 def test_logs_follow_streams_and_moves_on_to_the_next_attempt(fake, monkeypatch):
-    monkeypatch.setattr(sdk.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sdk_logs.time, "sleep", lambda s: None)
     c = fake(PODS[1:], POD_LOGS, {"attempt": 1, "rendezvousAttempt": 1, "phase": "Running"})
     statuses = iter([{"attempt": 2, "rendezvousAttempt": 2, "phase": "Running"},
                      {"attempt": 2, "rendezvousAttempt": 2, "phase": "Succeeded"}])
@@ -607,8 +610,8 @@ class FakeLogClient:
     def get_raw(self, name):
         return {"metadata": {"name": name}, "spec": {"workers": 12}, "status": {}}
 
-    def log_events(self, *a, **kw):
-        yield from self.items
+    def log_stream(self, name, *a, **kw):
+        return hold_errors(name, self.items)
 
 
 def test_logs_command_prefixes_and_pads(monkeypatch):

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from trainyard import reasons as R
-from trainyard.workers import State, Worker, from_pod
+from trainyard.api import reasons as R
+from trainyard.engine.workers import State, Worker
+from trainyard.kube.pods import from_pod
 
 
 def pod(phase="Running", labels=None, deletion=None, reason=None, conditions=None, containers=None, message=None):

@@ -7,5 +7,6 @@ Importing this package does not import torch: the launcher stays light, and only
 
 __version__ = "0.1.0"
 
-HUNG_EXIT_CODE = 86
-"""The launcher's exit code when the watchdog finds no training progress (the operator's reason ``Hung``)."""
+from .contract import HUNG_EXIT_CODE
+
+__all__ = ["HUNG_EXIT_CODE"]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import time
 
-ENV_FILE = "TRAINYARD_HEARTBEAT_FILE"
-ENV_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
+from . import contract
+
+ENV_FILE = contract.ENV_HEARTBEAT_FILE
+ENV_DEADLINE = contract.ENV_PROGRESS_DEADLINE
 
 _last_beat = 0.0
 

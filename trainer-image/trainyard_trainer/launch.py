@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import HUNG_EXIT_CODE
+from .contract import HUNG_EXIT_CODE, HUNG_MESSAGE_PREFIX
 from .heartbeat import ENV_DEADLINE, ENV_FILE, touch
 
 DEFAULT_JOIN_TIMEOUT = 600.0
@@ -196,7 +196,7 @@ def final_exit_code(child_code: int, worker_exitcode: int | None = None, forward
 
 
 def hung_message(deadline: float) -> str:
-    return f"Hung: no training progress for {deadline:g} s"
+    return f"{HUNG_MESSAGE_PREFIX}no training progress for {deadline:g} s"
 
 
 # ---------------------------------------------------------------------------- process parts

@@ -1,0 +1,47 @@
+"""The contract between the operator and what runs in a worker: environment names, exit codes
+and the work-directory layout of the local runtime.
+
+The trainer library (`trainyard_trainer.contract`) holds its own copy of the names it reads: it
+must install without the operator. tests/unit/test_contract_parity.py keeps the two equal.
+"""
+
+from __future__ import annotations
+
+# -- what torchrun reads (every torchrun flag defaults from PET_<FLAG>)
+PET_NNODES = "PET_NNODES"
+PET_NPROC_PER_NODE = "PET_NPROC_PER_NODE"
+PET_RDZV_BACKEND = "PET_RDZV_BACKEND"
+PET_RDZV_ENDPOINT = "PET_RDZV_ENDPOINT"
+PET_RDZV_ID = "PET_RDZV_ID"
+PET_RDZV_CONF = "PET_RDZV_CONF"
+PET_MAX_RESTARTS = "PET_MAX_RESTARTS"
+
+# -- what the trainer library and trainyard-launch read
+ENV_JOB_NAME = "TRAINYARD_JOB_NAME"
+ENV_WORKER_INDEX = "TRAINYARD_WORKER_INDEX"
+ENV_ATTEMPT = "TRAINYARD_ATTEMPT"
+ENV_CHECKPOINT_DIR = "TRAINYARD_CHECKPOINT_DIR"
+ENV_HEARTBEAT_FILE = "TRAINYARD_HEARTBEAT_FILE"
+ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
+
+TRAINER_ENV_NAMES = (ENV_JOB_NAME, ENV_WORKER_INDEX, ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_HEARTBEAT_FILE,
+                     ENV_PROGRESS_DEADLINE)
+
+# -- names a user may not set: the rendezvous would break. torchrun sets the plain ones for its
+# children, and they are refused in the template so nobody believes they are honoured.
+RESERVED_ENV_NAMES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+RESERVED_ENV_PREFIXES = ("PET_", "TRAINYARD_")
+
+# trainyard-launch exits with this code when its heartbeat goes stale (reason Hung), after a
+# line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.
+HUNG_EXIT_CODE = 86
+HUNG_MESSAGE_PREFIX = "Hung: "
+
+# -- the local runtime's work directory: <workdir>/attempt-<n>/worker-<i>.log (and .heartbeat)
+ATTEMPT_DIR = "attempt-{attempt}"
+WORKER_LOG = "worker-{index}.log"
+WORKER_HEARTBEAT = "worker-{index}.heartbeat"
+
+
+def is_reserved_env(name: str) -> bool:
+    return name.startswith(RESERVED_ENV_PREFIXES) or name in RESERVED_ENV_NAMES

@@ -1,0 +1,269 @@
+"""The spec: what to run, and how to recover it. CEL rules attached through
+`x-kubernetes-validations` name the field they refuse."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from .base import Model
+from .cel import cel
+
+
+class RestartPolicy(StrEnum):
+    NEVER = "Never"
+    ON_FAILURE = "OnFailure"
+    EXIT_CODE = "ExitCode"
+
+
+class RestartScope(StrEnum):
+    GANG = "Gang"
+    WORKER = "Worker"
+
+
+class CleanPodPolicy(StrEnum):
+    RUNNING = "Running"
+    ALL = "All"
+    NONE = "None"
+
+
+class ElasticPolicy(Model):
+    """Bounds for an elastic job. torchrun gets PET_NNODES=min:max and re-forms the group when
+    workers join or leave; spec.workers is the desired count within these bounds."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minWorkers <= self.maxWorkers",
+                    "spec.elastic.minWorkers must not exceed spec.elastic.maxWorkers",
+                    ".minWorkers",
+                )
+            ]
+        }
+    )
+    min_workers: int = Field(ge=1, le=100000, description="Fewest workers the job can train with.")
+    max_workers: int = Field(ge=1, le=100000, description="Most workers the job can train with.")
+
+
+class Rendezvous(Model):
+    """torchrun c10d rendezvous settings. Worker 0 hosts the rendezvous store."""
+
+    port: int = Field(29400, ge=1, le=65535, description="TCP port of the c10d rendezvous store on worker 0.")
+    join_timeout_seconds: int = Field(
+        600, ge=1, le=86400,
+        description="How long an agent waits for the rendezvous to complete (torchrun join_timeout).",
+    )
+    last_call_timeout_seconds: int | None = Field(
+        None, ge=0, le=86400,
+        description=(
+            "Elastic jobs only: how long to wait for more workers once minWorkers have joined "
+            "(torchrun last_call_timeout, 30 s when unset). Fixed-size jobs pass N:N and never wait."
+        ),
+    )
+
+
+class Checkpoint(Model):
+    """The volume mounted into every worker for checkpoints. Either mounts an existing claim
+    (claimName) or creates the claim <job>-checkpoints from size, storageClassName, accessModes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.claimName) || (!has(self.size) && !has(self.storageClassName) && !has(self.accessModes))",
+                    "spec.checkpoint.claimName mounts an existing claim: do not also set size, storageClassName or accessModes",
+                    ".claimName",
+                ),
+                cel(
+                    "has(self.claimName) || has(self.size)",
+                    "spec.checkpoint needs either claimName (an existing claim) or size (a claim to create)",
+                    ".size",
+                ),
+                cel(
+                    "!has(self.claimName) || !self.retain",
+                    "spec.checkpoint.retain applies to a claim Trainyard creates; an existing claimName is never deleted",
+                    ".retain",
+                ),
+            ]
+        }
+    )
+    mount_path: str = Field(
+        "/checkpoints", min_length=1, max_length=1024, pattern=r"^/",
+        description="Where the volume is mounted in the trainer container; exported as TRAINYARD_CHECKPOINT_DIR.",
+    )
+    claim_name: str | None = Field(
+        None, min_length=1, max_length=253, description="An existing PersistentVolumeClaim to mount."
+    )
+    size: str | None = Field(
+        None, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
+        description="Size of the claim to create, e.g. 10Gi.",
+    )
+    storage_class_name: str | None = Field(
+        None, max_length=253, description="Storage class of the claim to create; the cluster default when unset."
+    )
+    access_modes: list[str] | None = Field(
+        None, max_length=4,
+        json_schema_extra={"items": {"type": "string", "enum": ["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]}},
+        description="Access modes of the claim to create. Default ReadWriteMany: every worker mounts it.",
+    )
+    retain: bool = Field(
+        False,
+        description="Keep the created claim when the job is deleted (it gets no owner reference).",
+    )
+
+    @property
+    def created_claim(self) -> bool:
+        return self.claim_name is None
+
+
+class FailurePolicy(Model):
+    """How failures are handled. Restarts count toward backoffLimit; disruptions (evictions,
+    node loss, pods deleted by someone else) are restarted too but never count."""
+
+    restart_policy: RestartPolicy = Field(
+        RestartPolicy.ON_FAILURE,
+        description=(
+            "Never: any worker failure fails the job. OnFailure: every failure is restarted until "
+            "backoffLimit. ExitCode: only exit codes in retryableExitCodes are restarted."
+        ),
+    )
+    retryable_exit_codes: list[int] | None = Field(
+        None, max_length=256, json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 255}},
+        description=(
+            "ExitCode policy: exit codes that are retried. When unset, signal exits (128 and above) "
+            "are retried except 137, which is reported as OOMKilled."
+        ),
+    )
+    restart_scope: RestartScope = Field(
+        RestartScope.GANG,
+        description=(
+            "Gang: any failure replaces every worker with a new rendezvous. Worker (elastic jobs only): "
+            "replace just the failed worker and let torchrun re-form the group; a failure of worker 0, "
+            "which hosts the rendezvous, still restarts the gang."
+        ),
+    )
+    backoff_limit: int = Field(3, ge=0, le=10000, description="Restarts allowed before the job fails.")
+    backoff_seconds: int = Field(
+        10, ge=0, le=86400,
+        description=(
+            "Delay before the second restart; it doubles for each further restart, up to maxBackoffSeconds. "
+            "The first restart is immediate."
+        ),
+    )
+    max_backoff_seconds: int = Field(300, ge=0, le=86400, description="Cap on the restart delay.")
+    in_place_restarts: int = Field(
+        0, ge=0, le=1000,
+        description="torchrun --max-restarts: process restarts inside running pods before the pod fails.",
+    )
+
+    def backoff_delay(self, restart_number: int) -> float:
+        """Seconds to wait before launching the gang of restart number `restart_number` (1-based)."""
+        if restart_number <= 1 or self.backoff_seconds == 0:
+            return 0.0
+        return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (restart_number - 2)))
+
+    def is_retryable(self, exit_code: int | None, oom: bool, hung: bool = False) -> bool:
+        if self.restart_policy == RestartPolicy.NEVER:
+            return False
+        if self.restart_policy == RestartPolicy.ON_FAILURE or hung:
+            return True
+        if self.retryable_exit_codes is not None:
+            return exit_code in self.retryable_exit_codes
+        # On Kubernetes 137 means OOM (workers.from_pod marks it); a local SIGKILL is just a signal.
+        return not oom and exit_code is not None and exit_code >= 128
+
+
+class RunPolicy(Model):
+    """Lifetime and scheduling of the job as a whole."""
+
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the job this long after it started running (the clock restarts on resume)."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job (and its children) this long after it finished."
+    )
+    startup_deadline_seconds: int = Field(
+        600, ge=1,
+        description=(
+            "How long a worker may stay unschedulable or stuck pulling its image "
+            "(ImagePullBackOff, ErrImagePull, CreateContainerConfigError) before the job fails."
+        ),
+    )
+    progress_deadline_seconds: int | None = Field(
+        None, ge=1,
+        description=(
+            "Declare the job hung when no worker reports training progress (the trainer library's heartbeat) "
+            "for this long, and restart the gang with reason Hung (counted as a restart). The clock starts when "
+            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup."
+        ),
+    )
+    suspend: bool = Field(False, description="Delete the workers and pause the job; resuming is not a restart.")
+    clean_pod_policy: CleanPodPolicy = Field(
+        CleanPodPolicy.RUNNING,
+        description=(
+            "Which pods to delete when the job finishes. Running (default): only those still running, "
+            "so failed workers keep their logs. All: every pod. None: leave them."
+        ),
+    )
+    scheduler_name: str | None = Field(None, max_length=253, description="schedulerName for the worker pods.")
+    priority_class_name: str | None = Field(None, max_length=253, description="priorityClassName for the worker pods.")
+
+
+class DistributedTrainingJobSpec(Model):
+    """What to run: N torchrun workers of the pod template, and how to recover them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.workers) || has(self.elastic)",
+                    "spec.workers is required unless spec.elastic is set",
+                    ".workers",
+                ),
+                cel(
+                    "!has(self.elastic) || !has(self.workers) || "
+                    "(self.workers >= self.elastic.minWorkers && self.workers <= self.elastic.maxWorkers)",
+                    "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers",
+                    ".workers",
+                ),
+                cel(
+                    "!has(self.failurePolicy) || !has(self.failurePolicy.restartScope) || "
+                    "self.failurePolicy.restartScope != 'Worker' || has(self.elastic)",
+                    "spec.failurePolicy.restartScope Worker needs spec.elastic: a fixed-size torchrun group "
+                    "cannot take a replacement worker",
+                    ".failurePolicy.restartScope",
+                ),
+            ]
+        }
+    )
+    workers: int | None = Field(
+        None, ge=1, le=100000,
+        description="Desired number of worker pods. Scalable (kubectl scale) within spec.elastic. "
+        "Defaults to elastic.maxWorkers for elastic jobs.",
+    )
+    elastic: ElasticPolicy | None = Field(None, description="Makes the job elastic: torchrun PET_NNODES=min:max.")
+    procs_per_worker: int = Field(1, ge=1, le=1024, description="Processes per worker: torchrun --nproc-per-node.")
+    rendezvous: Rendezvous = Field(default_factory=Rendezvous, json_schema_extra={"default": {}}, description="torchrun rendezvous settings.")
+    checkpoint: Checkpoint | None = Field(None, description="Checkpoint volume shared by every worker and attempt.")
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, json_schema_extra={"default": {}}, description="Restart rules.")
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description="Deadlines, TTL, suspend and cleanup.")
+    template: dict[str, Any] = Field(
+        json_schema_extra={"x-trainyard-schema": "template"},
+        description="Pod template for every worker. It must have a container named 'trainer'.",
+    )
+
+    @property
+    def desired_workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        assert self.elastic is not None
+        return self.elastic.max_workers
+
+    @property
+    def nnodes(self) -> str:
+        if self.elastic:
+            return f"{self.elastic.min_workers}:{self.elastic.max_workers}"
+        return f"{self.desired_workers}:{self.desired_workers}"

@@ -1,0 +1,67 @@
+"""The status: what the operator observed and decided, written only by it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from .base import Model
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class Condition(Model):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(description="Created, Running, Restarting, Suspended, Succeeded or Failed.")
+    status: str = Field(description="True, False or Unknown.", json_schema_extra={"enum": ["True", "False", "Unknown"]})
+    reason: str = Field("", description="A CamelCase reason, one of the documented constants.")
+    message: str = Field("", description="What happened, and what to do about it.")
+    last_transition_time: datetime | None = Field(None, description="When status last changed.")
+
+
+class WorkerCounts(Model):
+    """Worker pods of the current attempt."""
+
+    desired: int = Field(0, description="Workers the job wants.")
+    active: int = Field(0, description="Pods that exist and have not finished (pending or running).")
+    ready: int = Field(0, description="Pods that are running and ready.")
+    succeeded: int = Field(0, description="Pods whose trainer exited 0.")
+    failed: int = Field(0, description="Pods that failed.")
+
+
+class DistributedTrainingJobStatus(Model):
+    """Observed state, written only by the operator."""
+
+    phase: Phase | None = Field(None, description="Pending, Running, Restarting, Suspended, Succeeded or Failed.")
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions, one per type.")
+    workers: WorkerCounts = Field(default_factory=WorkerCounts, description="Worker pod counts of the current attempt.")
+    restarts: int = Field(0, description="Restarts after failures; these count toward failurePolicy.backoffLimit.")
+    disruptions: int = Field(0, description="Restarts after evictions, node loss or pods deleted by others; never counted.")
+    attempt: int = Field(
+        0, description="Current attempt. Every restart starts a new one; pods carry it in trainyard.dev/attempt."
+    )
+    rendezvous_attempt: int = Field(
+        0, description="Attempt whose rendezvous the workers use (PET_RDZV_ID=<uid>-<n>); changes on gang restarts."
+    )
+    backoff_until: datetime | None = Field(None, description="The next attempt's workers are created at this time.")
+    start_time: datetime | None = Field(None, description="When the job (or its last resume) started.")
+    completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
+    observed_generation: int | None = Field(None, description="The spec generation this status describes.")
+    message: str | None = Field(None, description="A one-line summary of the current state.")
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,55 @@
+"""`trainyard run`: a job on this machine, as local processes, with the operator's engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def run(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A DistributedTrainingJob YAML."),
+    workers: int | None = typer.Option(None, "--workers", "-w", help="Override spec.workers."),
+    checkpoint_dir: Path | None = typer.Option(None, help="The checkpoint volume (default .trainyard/<job>/checkpoints)."),
+    workdir: Path | None = typer.Option(None, help="Logs and heartbeats (default .trainyard/<job>)."),
+    inject_failure: str | None = typer.Option(
+        None, help="Kill a worker on purpose: worker=1,after=30s or worker=1,at-step=40 [,signal=KILL]."),
+) -> None:
+    """Run the job on this machine as local processes, with the operator's decision engine."""
+    import signal as _signal
+
+    from rich.console import Console
+
+    from ..local.injection import Injection
+    from ..local.runner import Runner, load_job
+    from ..local.view import View
+
+    console = Console(soft_wrap=True)
+    try:
+        job = load_job(file, workers)
+        injection = Injection.parse(inject_failure) if inject_failure else None
+    except (ValueError, KeyError) as e:  # an invalid file, spec or flag: one line, never a traceback
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    base = workdir or Path(".trainyard") / job.metadata.name
+    ckpt = checkpoint_dir or base / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    view = View(console)
+    runner = Runner(job, base.resolve(), ckpt.resolve(), injection, on_event=view.event, on_line=view.line)
+    _signal.signal(_signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        result = view.run(runner)
+    except KeyboardInterrupt:
+        console.print("interrupted: every worker stopped")
+        raise typer.Exit(130) from None
+    st = result.job.status
+    console.print(f"{result.job.metadata.name}: {st.phase.value if st.phase else '-'} after {st.restarts} restart(s), "
+                  f"{st.disruptions} disruption(s), attempt {st.attempt}: {st.message}", markup=False)
+    if result.final:
+        console.print(f"final: {result.final}", markup=False)
+    if result.first_step_seconds is not None:
+        console.print(f"time to first step: {result.first_step_seconds:.1f}s", markup=False)
+    if result.resumed_seconds is not None:
+        resumed = f", from step {result.resumed_from}" if result.resumed_from is not None else ""
+        console.print(f"injected kill -> training resumed: {result.resumed_seconds:.1f}s{resumed}", markup=False)
+    raise typer.Exit(0 if st.phase and st.phase.value == "Succeeded" else 1)

@@ -1,0 +1,48 @@
+"""`trainyard operator` and `trainyard crd`: the cluster side."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+
+def crd() -> None:
+    """Print the DistributedTrainingJob CustomResourceDefinition."""
+    from ..api.crd import render
+
+    typer.echo(render(), nl=False)
+
+
+def operator(
+    namespace: list[str] = typer.Option(None, "--namespace", "-n", help="Watch only these namespaces."),
+    kubeconfig: Path | None = typer.Option(None, help="Kubeconfig to use (default: in-cluster or ~/.kube/config)."),
+    liveness: str | None = typer.Option(None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz."),
+    log_format: str = typer.Option("plain", help="plain or json."),
+    metrics_port: int = typer.Option(9090, help="Serve Prometheus metrics on this port (0: off)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the operator (kopf, standalone: one replica, no peering)."""
+    if kubeconfig is not None:
+        # Before importing kopf: the kubernetes library reads KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    import kopf
+
+    from ..kube import controller  # noqa: F401  (registers the handlers)
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,
+        log_prefix=True,
+    )
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+    memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None, metrics_port=metrics_port)
+    asyncio.run(kopf.operator(
+        standalone=True,
+        clusterwide=not namespace,
+        namespaces=namespace or [],
+        memo=memo,
+        liveness_endpoint=liveness,
+    ))

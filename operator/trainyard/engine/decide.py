@@ -1,0 +1,45 @@
+"""The decision: one pure function from (job, observed workers, now) to a Plan.
+
+No I/O happens here. The Kubernetes driver applies plans to pods, the local driver to
+processes; both feed back what they observe as `Worker`s. Every rule is level-based: the plan
+depends only on the job (spec, and the status the engine wrote last time) and what is observed
+now, so deciding twice on the same input gives the same plan, and deciding again after a crash
+loses nothing. The rules and their order are in `rules.RULES`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..api import DistributedTrainingJob
+from ..api import reasons as R
+from .decision import Decision, Finish
+from .plan import Plan
+from .rules import RULES
+from .workers import Worker
+
+
+def decide(job: DistributedTrainingJob, workers: list[Worker], now: datetime) -> Plan:
+    """The whole decision for one reconcile. Pure: same inputs, same plan."""
+    d = Decision.start(job, workers, now)
+    count = True
+    for rule in RULES:
+        outcome = rule(d)
+        if outcome is None:
+            continue
+        if isinstance(outcome, Finish):
+            d.count()
+            d.finish(outcome)
+            d.clean_up_finished()
+            count = False
+        else:
+            count = outcome.count
+        break
+    if count:
+        d.count()
+    plan = d.plan
+    # A first gang, or a new one after a gang restart, needs its Service and claim (re-made if
+    # someone deleted them); a single replacement joins children that exist.
+    plan.ensure_children = bool(plan.create) and (
+        job.status.condition(R.CREATED) is None or plan.status.rendezvous_attempt != job.status.rendezvous_attempt)
+    return plan

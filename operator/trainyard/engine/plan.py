@@ -1,0 +1,49 @@
+"""What a decision asks a backend to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..api import DistributedTrainingJobStatus
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A worker to start."""
+
+    name: str
+    index: int
+    attempt: int
+    rendezvous_attempt: int
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """The new status, the workers to create and delete, events to post (only once the status is
+    written) and when to look again. `ensure_children`: the Service and the checkpoint claim
+    must exist before these workers start (a first gang, or a gang restart)."""
+
+    status: DistributedTrainingJobStatus
+    create: list[Launch] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    delete_job: bool = False
+    ensure_children: bool = False
+
+    def wake_at(self, now: datetime, when: datetime | None) -> None:
+        if when is None:
+            return
+        delay = max(0.0, (when - now).total_seconds())
+        self.requeue_after = delay if self.requeue_after is None else min(self.requeue_after, delay)

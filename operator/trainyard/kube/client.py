@@ -1,0 +1,142 @@
+"""The Kubernetes API calls the operator makes, each counted by verb, resource and code.
+
+Synchronous (the official client is); the reconcile loop runs them in threads, off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .. import api
+from ..engine.plan import Event
+from .metrics import API_REQUESTS
+
+log = logging.getLogger("trainyard.kube")
+FIELD_MANAGER = "trainyard-operator"
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+        cfg = client.Configuration.get_default_copy()
+    except config.ConfigException:
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    # Pod fan-out runs in parallel threads; the default pool (cpu*5) would serialise them.
+    cfg.connection_pool_maxsize = 64
+    return client.ApiClient(cfg)
+
+
+def api_message(e: ApiException) -> str:
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
+
+
+def counted(verb: str, resource: str, fn, *args, **kwargs):
+    """Calls the API and counts the request by verb, resource and status code."""
+    try:
+        out = fn(*args, **kwargs)
+    except ApiException as e:
+        API_REQUESTS.labels(verb, resource, str(e.status)).inc()
+        raise
+    API_REQUESTS.labels(verb, resource, "201" if verb == "create" else "200").inc()
+    return out
+
+
+class Conflict(Exception):
+    """The job changed since it was read: re-read it and decide again."""
+
+
+class KubeClient:
+    def __init__(self, api_client: client.ApiClient, parallelism: int = 32):
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="trainyard-api")
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return counted("get", api.PLURAL, self.custom.get_namespaced_custom_object,
+                           api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> dict:
+        """Merge-patches the status, guarded by resourceVersion so a decision made on a stale read
+        (another reconcile, another operator) is refused rather than applied twice."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            return counted(
+                "patch", f"{api.PLURAL}/status", self.custom.patch_namespaced_custom_object_status,
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, body,
+                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(name) from e
+            raise
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Creates a pod, Service or claim; False if it already existed (idempotent re-runs after a
+        restart: every name is a function of the job and the attempt)."""
+        fn = {"Pod": self.core.create_namespaced_pod, "Service": self.core.create_namespaced_service,
+              "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim}[manifest["kind"]]
+        try:
+            counted("create", manifest["kind"].lower() + "s", fn, manifest["metadata"]["namespace"], manifest,
+                    field_manager=FIELD_MANAGER)
+            return True
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, BaseException]:
+        """Creates in parallel; returns the ones that failed, by name."""
+        futures = {m["metadata"]["name"]: self.pool.submit(self.create, m) for m in manifests}
+        return {name: e for name, f in futures.items() if (e := f.exception()) is not None}
+
+    def delete_workers(self, namespace: str, names: list[str]) -> list[Exception]:
+        def one(name: str) -> None:
+            try:
+                counted("delete", "pods", self.core.delete_namespaced_pod, name, namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+        futures = [self.pool.submit(one, n) for n in names]
+        return [f.exception() for f in futures if f.exception() is not None]
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            counted("delete", api.PLURAL, self.custom.delete_namespaced_custom_object,
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def post_events(self, meta: api.ObjectMeta, events: list[Event]) -> None:
+        now = datetime.now(UTC)
+        for ev in events:
+            body = client.CoreV1Event(
+                metadata=client.V1ObjectMeta(generate_name=f"{meta.name}.", namespace=meta.namespace),
+                involved_object=client.V1ObjectReference(
+                    api_version=api.API_VERSION, kind=api.KIND, name=meta.name, namespace=meta.namespace,
+                    uid=meta.uid or None, resource_version=meta.resourceVersion),
+                type=ev.type, reason=ev.reason, message=ev.message[:1024],
+                first_timestamp=now, last_timestamp=now, count=1,
+                source=client.V1EventSource(component="trainyard-operator"),
+                reporting_component="trainyard.dev/operator", reporting_instance="trainyard-operator",
+            )
+            try:
+                counted("create", "events", self.core.create_namespaced_event, meta.namespace, body)
+            except ApiException as e:  # events are best effort: never fail a reconcile over one
+                log.warning("could not post event %s on %s: %s", ev.reason, meta.name, api_message(e))

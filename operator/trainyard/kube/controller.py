@@ -1,0 +1,86 @@
+"""The kopf handlers: thin glue. A pod index keeps every worker pod grouped by job (server-side
+label selector); every pod or job event wakes that job's loop (kube.loop), which observes,
+decides and applies.
+
+Jobs are watched with `on.event` rather than on.create/on.update: kopf then writes no
+diff-base or progress annotations and no finalizer on the job, so the only writes the operator
+makes are its children and one status patch per decision. Create, resume (operator restart),
+update (scale, suspend) and delete all arrive as events and go through the same reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any
+
+import kopf
+
+from .. import api
+from ..api.names import LABEL_JOB_NAME
+from . import metrics
+from .client import KubeClient, load_config
+from .loop import Loops
+from .pods import from_pod
+
+# Reconciles run in threads (the official client is synchronous); the default pool of
+# min(32, cpus + 4) threads would queue the jobs of a burst behind a handful of them.
+RECONCILE_THREADS = 32
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pods: kopf.Index, **_: Any) -> None:
+    settings.persistence.finalizer = "trainyard.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainyard.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trainyard.dev")
+    settings.watching.label_selectors["pods"] = LABEL_JOB_NAME
+    settings.scanning.disabled = True
+    settings.posting.level = logging.WARNING
+    settings.networking.request_timeout = 60
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="trainyard-reconcile"))
+    if "loops" not in memo:
+        memo["loops"] = Loops(KubeClient(load_config(memo.get("kubeconfig"))))
+    memo["loops"].index = worker_pods  # kopf fills it before any resource handler runs
+    if memo.get("metrics_port"):
+        metrics.serve(int(memo["metrics_port"]))
+
+
+@kopf.index("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
+async def worker_pods(namespace: str, labels: dict, body: kopf.Body, **_: Any) -> dict:
+    worker = from_pod(dict(body))
+    if worker is None:
+        return {}
+    owner = next((o.get("uid") for o in body.metadata.get("ownerReferences") or [] if o.get("controller")), "")
+    return {(namespace, labels[LABEL_JOB_NAME]): (owner, worker)}
+
+
+# Event handlers are async on purpose: they only touch in-memory state and must run on the loop.
+@kopf.on.event("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
+async def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    loop = memo["loops"].get((namespace, labels[LABEL_JOB_NAME]))
+    if loop is None:
+        return
+    if event.get("type") == "DELETED" and (worker := from_pod(dict(body))) is not None:
+        loop.expectations.vanished(worker)  # the engine decides if that matters
+    loop.wake()
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def job_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        memo["loops"].stop(namespace, name)
+    else:
+        memo["loops"].wake(namespace, name)
+
+
+@kopf.on.cleanup()
+async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
+    if "loops" in memo:
+        memo["loops"].stop_all()
+
+
+@kopf.on.probe(id="jobs")
+def probe_jobs(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo["loops"].loops) if "loops" in memo else 0

@@ -1,0 +1,209 @@
+"""One reconcile loop per job: woken at once by its pods' and its own events, by the plan's
+requeue time, and by a slow resync as a safety net. Bursts of events coalesce into one reconcile.
+
+`reconcile_job` is the whole Kubernetes reconcile of one job, in order: read the job, parse it
+(an object the models refuse ends Failed/InvalidSpec), observe, decide, apply; a conflict on
+the status write means the job changed meanwhile, so it is read and decided again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from .. import api
+from ..api import reasons as R
+from ..api.errors import validation_message
+from ..engine import reconcile
+from ..engine.conditions import set_condition
+from ..engine.plan import Event, Plan
+from ..engine.workers import Worker
+from . import metrics
+from .backend import KubeBackend, status_body
+from .client import Conflict, KubeClient, api_message
+from .expectations import Expectations
+
+log = logging.getLogger("trainyard.controller")
+
+RESYNC_SECONDS = 300.0
+CONFLICT_RETRIES = 5
+
+
+def job_logger(namespace: str, name: str) -> logging.LoggerAdapter:
+    """A logger whose every line names the job: kopf's formatters put k8s_ref into a prefix, or
+    into the "object" field of JSON logs."""
+    ref = {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": name, "namespace": namespace}
+    return logging.LoggerAdapter(log, {"k8s_ref": ref, "k8s_skip": True})
+
+
+def invalid_spec_status(obj: dict[str, Any], error: ValidationError, now: datetime) -> dict[str, Any] | None:
+    """A Failed status for an object pydantic rejects, or None if it already says so."""
+    status = api.DistributedTrainingJobStatus.model_validate(obj.get("status") or {})
+    if status.phase == api.Phase.FAILED:
+        return None
+    status.phase = api.Phase.FAILED
+    status.completion_time = now
+    status.message = f"invalid spec: {validation_message(error)}"
+    set_condition(status, R.FAILED, True, R.INVALID_SPEC, status.message, now)
+    return status_body(status)
+
+
+@dataclass
+class JobLoop:
+    """In-memory state of one job's loop. Losing it (operator restart) is safe: the expectations
+    only hide the watch's lag behind our own writes."""
+
+    namespace: str
+    name: str
+    client: KubeClient
+    indexed: Callable[[], list[tuple[str, Worker]]]
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    requeue: float | None = None
+    expectations: Expectations = field(default_factory=Expectations)
+    woken_at: float = 0.0  # when the event that triggered the next reconcile arrived
+    failure_seen_at: float | None = None  # a restart is decided; its new workers are not created yet
+    phase: str | None = None
+    log: logging.LoggerAdapter = field(init=False)
+    backend: KubeBackend = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = job_logger(self.namespace, self.name)
+        self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log)
+
+    def wake(self) -> None:
+        if not self.wakeup.is_set():
+            self.woken_at = time.monotonic()
+            self.wakeup.set()
+
+    def reconcile(self) -> float | None:
+        """One reconcile of the job (in a thread). Returns when to look again (seconds), or None."""
+        for _ in range(CONFLICT_RETRIES):
+            obj = self.client.get_job(self.namespace, self.name)
+            if obj is None:
+                return None
+            now = datetime.now(UTC)
+            try:
+                job = api.DistributedTrainingJob.from_dict(obj)
+            except ValidationError as e:
+                body = invalid_spec_status(obj, e, now)
+                if body is not None:
+                    self.client.patch_status(self.namespace, self.name, obj["metadata"]["resourceVersion"], body)
+                    self.client.post_events(api.ObjectMeta.model_validate(obj["metadata"]),
+                                            [Event("Warning", R.INVALID_SPEC, body["message"])])
+                return None
+            try:
+                plan, retry_soon = reconcile(job, self.backend, now)
+            except Conflict:
+                self.log.debug("conflict writing the status; deciding again")
+                continue
+            self.record(job, plan)
+            if retry_soon:
+                return min(plan.requeue_after or 1.0, 1.0)
+            return plan.requeue_after
+        return 1.0
+
+    async def run(self, loops: Loops) -> None:
+        key = (self.namespace, self.name)
+        while True:
+            timeout = self.requeue if self.requeue is not None else RESYNC_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=timeout)
+            self.wakeup.clear()
+            started = time.monotonic()
+            try:
+                self.requeue = await asyncio.to_thread(self.reconcile)
+            except ApiException as e:  # e.g. the namespace is terminating; the body says what the apiserver refused
+                self.log.warning("reconcile: API error %s: %s; retrying", e.status, api_message(e))
+                self.requeue = 5.0
+            except Exception:  # never let one job's trouble stop its loop or the operator
+                self.log.exception("reconcile failed; retrying")
+                self.requeue = 5.0
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            if loops.get(key) is not self:
+                return
+
+    def record(self, job: api.DistributedTrainingJob, plan: Plan) -> None:
+        """Metrics for what this reconcile decided and did (it has already been applied)."""
+        ns, old, new = self.namespace, job.status, plan.status
+        reasons = {e.reason for e in plan.events}
+        now = datetime.now(UTC)
+        age = (now - job.metadata.creationTimestamp).total_seconds() if job.metadata.creationTimestamp else None
+        if R.WORKERS_CREATED in reasons and old.condition(R.CREATED) is None:
+            metrics.JOBS_CREATED.labels(ns).inc()
+            if age is not None:
+                metrics.WORKERS_CREATED_SECONDS.observe(age)
+        if R.ALL_WORKERS_RUNNING in reasons and new.attempt == 0 and age is not None:
+            metrics.WORKERS_RUNNING_SECONDS.observe(age)
+        if new.phase == api.Phase.RESTARTING and new.attempt > old.attempt:
+            cond = new.condition(R.RESTARTING)
+            why = cond.reason if cond else "Unknown"
+            counter = metrics.JOBS_DISRUPTED if new.disruptions > old.disruptions else metrics.JOBS_RESTARTED
+            counter.labels(ns, why).inc()
+            self.failure_seen_at = self.woken_at
+        if plan.create and self.failure_seen_at is not None and new.attempt > 0:
+            metrics.RECOVERY_SECONDS.observe(time.monotonic() - self.failure_seen_at)
+            self.failure_seen_at = None
+        if new.phase != old.phase and new.phase is not None and new.phase.terminal:
+            if new.phase == api.Phase.SUCCEEDED:
+                metrics.JOBS_SUCCEEDED.labels(ns).inc()
+            else:
+                cond = new.condition(R.FAILED)
+                metrics.JOBS_FAILED.labels(ns, cond.reason if cond else "Unknown").inc()
+        self.set_phase(new.phase.value if new.phase else None)
+
+    def set_phase(self, phase: str | None) -> None:
+        if phase == self.phase:
+            return
+        if self.phase is not None:
+            metrics.JOBS_BY_PHASE.labels(self.phase).dec()
+        if phase is not None:
+            metrics.JOBS_BY_PHASE.labels(phase).inc()
+        self.phase = phase
+
+
+@dataclass
+class Loops:
+    """Every job's loop, by (namespace, name), and the pod index they observe."""
+
+    client: KubeClient
+    index: Any = None  # the kopf index of pods by job, bound at startup
+    loops: dict[tuple[str, str], JobLoop] = field(default_factory=dict)
+
+    def get(self, key: tuple[str, str]) -> JobLoop | None:
+        return self.loops.get(key)
+
+    def indexed(self, key: tuple[str, str]) -> Callable[[], list[tuple[str, Worker]]]:
+        return lambda: list(self.index.get(key, [])) if self.index is not None else []
+
+    def wake(self, namespace: str, name: str) -> JobLoop:
+        """Wakes the job's loop, starting it on the job's first event."""
+        key = (namespace, name)
+        loop = self.loops.get(key)
+        if loop is None:
+            loop = JobLoop(namespace, name, self.client, self.indexed(key))
+            loop.task = asyncio.create_task(loop.run(self), name=f"trainyard:{namespace}/{name}")
+            self.loops[key] = loop
+        loop.wake()
+        return loop
+
+    def stop(self, namespace: str, name: str) -> None:
+        loop = self.loops.pop((namespace, name), None)
+        if loop is not None:
+            if loop.task is not None:
+                loop.task.cancel()
+            loop.set_phase(None)
+
+    def stop_all(self) -> None:
+        for key in list(self.loops):
+            self.stop(*key)

@@ -1,0 +1,150 @@
+"""Pure builders for the job's children: worker pods, the headless Service, the checkpoint claim.
+
+Each returns a plain manifest dict; tests compare them by exact equality.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..api import API_VERSION, KIND, TRAINER_CONTAINER, DistributedTrainingJob
+from ..api.names import (
+    LABEL_ATTEMPT,
+    LABEL_JOB_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_WORKER_INDEX,
+    MANAGED_BY,
+    claim_name,
+    service_name,
+    worker_fqdn,
+    worker_name,
+)
+from ..engine.env import worker_env
+from ..engine.plan import Launch
+
+CHECKPOINT_VOLUME = "trainyard-checkpoints"
+RUN_VOLUME = "trainyard-run"
+RUN_DIR = "/var/run/trainyard"
+HEARTBEAT_FILE = f"{RUN_DIR}/heartbeat"
+# The launcher's own watchdog fires at the deadline; the probe is the backstop for a launcher
+# that is itself stuck, so it waits a little longer.
+PROBE_SLACK_SECONDS = 30
+
+
+def owner_reference(job: DistributedTrainingJob) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": job.metadata.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(job: DistributedTrainingJob) -> dict[str, str]:
+    return {LABEL_JOB_NAME: job.metadata.name, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def heartbeat_probe(deadline: int) -> dict[str, Any]:
+    limit = deadline + PROBE_SLACK_SECONDS
+    return {
+        "exec": {"command": ["sh", "-c", f"test $(( $(date +%s) - $(stat -c %Y {HEARTBEAT_FILE}) )) -lt {limit}"]},
+        "initialDelaySeconds": limit,
+        "periodSeconds": 10,
+        "failureThreshold": 1,
+    }
+
+
+def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
+    meta, spec = job.metadata, job.spec
+    template = copy.deepcopy(spec.template)
+    tmeta = template.get("metadata") or {}
+    pod_spec: dict[str, Any] = template["spec"]
+    name = worker_name(meta.name, launch.attempt, launch.index)
+    endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0)
+    ckpt = spec.checkpoint
+
+    deadline = spec.run_policy.progress_deadline_seconds
+    for c in pod_spec["containers"]:
+        if c.get("name") != TRAINER_CONTAINER:
+            continue
+        # Ours first, so the user's env can refer to them as $(PET_RDZV_ID) and the like.
+        c["env"] = worker_env(job, launch, endpoint, spec.rendezvous.port, ckpt.mount_path if ckpt else None,
+                              HEARTBEAT_FILE if deadline else None) + (c.get("env") or [])
+        mounts = list(c.get("volumeMounts") or [])
+        if ckpt:
+            mounts.append({"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path})
+        if deadline:
+            mounts.append({"name": RUN_VOLUME, "mountPath": RUN_DIR})
+            c["livenessProbe"] = heartbeat_probe(deadline)
+        if mounts:
+            c["volumeMounts"] = mounts
+    volumes = list(pod_spec.get("volumes") or [])
+    if ckpt:
+        claim = ckpt.claim_name or claim_name(meta.name)
+        volumes.append({"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
+    if deadline:
+        volumes.append({"name": RUN_VOLUME, "emptyDir": {}})
+    if volumes:
+        pod_spec["volumes"] = volumes
+    pod_spec["hostname"] = name
+    pod_spec["subdomain"] = service_name(meta.name)
+    pod_spec["restartPolicy"] = "Never"
+    if spec.run_policy.scheduler_name:
+        pod_spec["schedulerName"] = spec.run_policy.scheduler_name
+    if spec.run_policy.priority_class_name:
+        pod_spec["priorityClassName"] = spec.run_policy.priority_class_name
+
+    labels = {**(tmeta.get("labels") or {}), **_labels(job),
+              LABEL_WORKER_INDEX: str(launch.index), LABEL_ATTEMPT: str(launch.attempt)}
+    pod_meta: dict[str, Any] = {
+        "name": name,
+        "namespace": meta.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(job)],
+    }
+    if tmeta.get("annotations"):
+        pod_meta["annotations"] = dict(tmeta["annotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+
+
+def headless_service(job: DistributedTrainingJob) -> dict[str, Any]:
+    """One Service for all attempts: each pod's hostname carries its attempt, so DNS never collides,
+    and addresses are published before readiness because the rendezvous precedes readiness."""
+    meta = job.metadata
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(meta.name),
+            "namespace": meta.namespace,
+            "labels": _labels(job),
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB_NAME: meta.name},
+            "ports": [{"name": "rendezvous", "port": job.spec.rendezvous.port,
+                       "targetPort": job.spec.rendezvous.port, "protocol": "TCP"}],
+        },
+    }
+
+
+def checkpoint_claim(job: DistributedTrainingJob) -> dict[str, Any] | None:
+    """The claim to create, or None when the job mounts an existing one (or none)."""
+    ckpt, meta = job.spec.checkpoint, job.metadata
+    if ckpt is None or not ckpt.created_claim:
+        return None
+    claim_meta: dict[str, Any] = {"name": claim_name(meta.name), "namespace": meta.namespace, "labels": _labels(job)}
+    if not ckpt.retain:
+        claim_meta["ownerReferences"] = [owner_reference(job)]
+    spec: dict[str, Any] = {
+        "accessModes": list(ckpt.access_modes or ["ReadWriteMany"]),
+        "resources": {"requests": {"storage": ckpt.size}},
+    }
+    if ckpt.storage_class_name is not None:
+        spec["storageClassName"] = ckpt.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": claim_meta, "spec": spec}

@@ -1,0 +1,220 @@
+"""The local backend: each worker is the trainer container's command, run with exactly the env a
+pod would get, except that the rendezvous is on 127.0.0.1 (a fresh port per gang) and the
+checkpoint volume is a local directory. Workers live under one directory:
+<workdir>/attempt-<n>/worker-<i>.log, with the heartbeat file next to the log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from ..api import DistributedTrainingJob, contract, progress, trainer_container
+from ..api.template import TRAINER_CONTAINER
+from ..engine.env import worker_env
+from ..engine.plan import Event, Launch, Plan
+from ..engine.workers import State, Worker
+from .processes import alive, free_port, kill_tree
+
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class LocalWorker:
+    launch: Launch
+    proc: subprocess.Popen
+    log_path: Path
+    heartbeat: Path
+    started: datetime
+    finished: datetime | None = None
+    tree: list[psutil.Process] = field(default_factory=list)
+    progress: str = ""  # the newest progress line, for the live view
+    step: int | None = None  # the newest training step
+    _offset: int = 0
+
+    def read_new_lines(self) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        complete = data.rsplit(b"\n", 1)[0] if b"\n" in data else b""
+        if not complete:
+            return []
+        self._offset += len(complete) + 1
+        lines = complete.decode(errors="replace").splitlines()
+        for line in lines:
+            p = progress.parse_line(line)
+            if p is not None:
+                self.progress = line[line.index(progress.PREFIX) + len(progress.PREFIX):].strip()
+                if p.kind == progress.STEP:
+                    self.step = p.step
+        return lines
+
+
+def exit_status(returncode: int) -> tuple[int, str]:
+    """(shell-style exit code, reason) of a Popen returncode."""
+    if returncode < 0:
+        return 128 - returncode, f"killed by {signal.Signals(-returncode).name}"
+    return returncode, "Error"
+
+
+class LocalBackend:
+    def __init__(self, job: DistributedTrainingJob, workdir: Path, checkpoint_dir: Path,
+                 on_line: Callable[[LocalWorker, str], None] | None = None,
+                 on_event: Callable[[Event], None] | None = None):
+        self.job = job  # the job as last written: the local runtime's "apiserver"
+        self.workdir = workdir
+        self.checkpoint_dir = checkpoint_dir
+        self.on_line = on_line
+        self.on_event = on_event
+        self.workers: dict[str, LocalWorker] = {}  # current and finished, until deleted
+        self.stopping: list[tuple[LocalWorker, float]] = []
+        self.ports: dict[int, int] = {}  # rendezvous attempt -> port: a fresh one per gang
+
+    # -- the backend contract
+    def observe(self, job: DistributedTrainingJob) -> list[Worker]:
+        self.poll()
+        out = []
+        for name, w in self.workers.items():
+            rc = w.proc.returncode
+            last = None
+            with contextlib.suppress(FileNotFoundError):
+                last = datetime.fromtimestamp(w.heartbeat.stat().st_mtime, UTC)
+            if rc is None:
+                out.append(Worker(name, w.launch.index, w.launch.attempt, State.RUNNING, ready=True,
+                                  created_at=w.started, last_progress=last))
+            elif rc == 0:
+                out.append(Worker(name, w.launch.index, w.launch.attempt, State.SUCCEEDED, exit_code=0,
+                                  created_at=w.started, finished_at=w.finished))
+            else:
+                code, reason = exit_status(rc)
+                hung = code == contract.HUNG_EXIT_CODE
+                out.append(Worker(name, w.launch.index, w.launch.attempt, State.FAILED, exit_code=code,
+                                  reason=reason, hung=hung, created_at=w.started, finished_at=w.finished,
+                                  message=self.hung_line(w) if hung else ""))
+        return out
+
+    def apply(self, job: DistributedTrainingJob, plan: Plan) -> bool:
+        self.delete(plan.delete)
+        self.create(job, plan.create)
+        self.job = job.model_copy(update={"status": plan.status})
+        for ev in plan.events:
+            if self.on_event:
+                self.on_event(ev)
+        return False
+
+    # -- processes
+    def command(self, job: DistributedTrainingJob) -> list[str]:
+        c = trainer_container(job.spec.template) or {}
+        argv = [*(c.get("command") or []), *(c.get("args") or [])]
+        if not argv:
+            raise ValueError(f"spec.template container '{TRAINER_CONTAINER}' needs a command to run locally")
+        return argv
+
+    def env(self, job: DistributedTrainingJob, launch: Launch, heartbeat: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        port = self.ports.setdefault(launch.rendezvous_attempt, free_port())
+        ours = worker_env(job, launch, "127.0.0.1", port, str(self.checkpoint_dir), str(heartbeat))
+        c = trainer_container(job.spec.template) or {}
+        for e in c.get("env") or []:
+            if "value" not in e:
+                raise ValueError(f"env {e.get('name')}: only plain values work locally (no valueFrom)")
+            env[e["name"]] = str(e["value"])
+        env.update({e["name"]: e["value"] for e in ours})
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def paths(self, launch: Launch) -> tuple[Path, Path]:
+        d = self.workdir / contract.ATTEMPT_DIR.format(attempt=launch.attempt)
+        return d / contract.WORKER_LOG.format(index=launch.index), d / contract.WORKER_HEARTBEAT.format(index=launch.index)
+
+    def create(self, job: DistributedTrainingJob, launches: list[Launch]) -> None:
+        for launch in launches:
+            log_path, heartbeat = self.paths(launch)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            c = trainer_container(job.spec.template) or {}
+            cwd = c.get("workingDir") if c.get("workingDir") and Path(c["workingDir"]).is_dir() else None
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(self.command(job), env=self.env(job, launch, heartbeat), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                                        start_new_session=True)
+            self.workers[launch.name] = LocalWorker(launch, proc, log_path, heartbeat, datetime.now(UTC))
+
+    def delete(self, names: list[str]) -> None:
+        for name in names:
+            w = self.workers.pop(name, None)
+            if w is None:
+                continue
+            if w.proc.poll() is None:
+                w.tree = kill_tree(w.proc.pid, signal.SIGTERM)
+                self.stopping.append((w, time.monotonic() + STOP_GRACE_SECONDS))
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> LocalWorker | None:
+        """Kills a live worker's whole process tree, as a node failure would (--inject-failure)."""
+        live = [w for w in self.workers.values() if w.launch.index == index and w.proc.poll() is None]
+        if not live:
+            return None
+        w = max(live, key=lambda w: w.launch.attempt)
+        kill_tree(w.proc.pid, sig)
+        return w
+
+    def live_steps(self) -> list[int]:
+        return [w.step for w in self.workers.values() if w.step is not None and w.proc.poll() is None]
+
+    def poll(self) -> None:
+        for w in self.workers.values():
+            for line in w.read_new_lines():
+                if self.on_line:
+                    self.on_line(w, line)
+            if w.finished is None and w.proc.poll() is not None:
+                w.finished = datetime.now(UTC)
+        still = []
+        for w, deadline in self.stopping:
+            left = alive(w.tree)
+            w.proc.poll()
+            if left and time.monotonic() > deadline:
+                for p in left:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        p.kill()
+            if left or w.proc.returncode is None:
+                still.append((w, deadline))
+        self.stopping = still
+
+    @staticmethod
+    def hung_line(w: LocalWorker) -> str:
+        with contextlib.suppress(OSError):
+            for line in reversed(w.log_path.read_text(errors="replace").strip().splitlines()):
+                if (i := line.find(contract.HUNG_MESSAGE_PREFIX)) >= 0:
+                    return line[i:]
+        return ""
+
+    def active(self) -> bool:
+        return any(w.proc.poll() is None for w in self.workers.values()) or bool(self.stopping)
+
+    def shutdown(self) -> None:
+        """Stops every process tree: SIGTERM, a grace period, then SIGKILL. Leaves nothing behind."""
+        self.delete([n for n, w in self.workers.items() if w.proc.poll() is None])
+        deadline = time.monotonic() + STOP_GRACE_SECONDS + 2
+        while self.stopping and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(0.05)
+        for w, _ in self.stopping:
+            for p in w.tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.proc.wait(2)
+        self.stopping = []

@@ -1,0 +1,72 @@
+"""An in-memory stand-in for `trainyard.kube.client.KubeClient`, for unit tests of the Kubernetes
+backend and the reconcile loop (the cluster tier proves the real thing against a real apiserver)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from trainyard.kube.client import Conflict
+
+
+class FakeClient:
+    def __init__(self, job: dict[str, Any] | None = None):
+        self.job = copy.deepcopy(job)
+        if self.job is not None:
+            self.job.setdefault("metadata", {}).setdefault("resourceVersion", "1")
+        self.calls: list[tuple] = []
+        self.fail_creates: dict[str, Exception] = {}
+        self.conflicts = 0  # the next N status writes answer 409
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self._lock = threading.Lock()
+
+    def _log(self, *call: Any) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def verbs(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._log("get", name)
+        return copy.deepcopy(self.job)
+
+    def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> dict:
+        self._log("patch_status", name, resource_version)
+        with self._lock:
+            if self.conflicts or resource_version != self.job["metadata"]["resourceVersion"]:
+                self.conflicts = max(0, self.conflicts - 1)
+                raise Conflict(name)
+            self.job["status"] = copy.deepcopy(status)
+            self.job["metadata"]["resourceVersion"] = str(int(resource_version) + 1)
+        return self.job
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        name = manifest["metadata"]["name"]
+        self._log("create", manifest["kind"], name)
+        if name in self.fail_creates:
+            raise self.fail_creates[name]
+        return True
+
+    def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, BaseException]:
+        out = {}
+        for m in manifests:
+            try:
+                self.create(m)
+            except Exception as e:  # noqa: BLE001 - reported as the real client does
+                out[m["metadata"]["name"]] = e
+        return out
+
+    def delete_workers(self, namespace: str, names: list[str]) -> list[Exception]:
+        for n in names:
+            self._log("delete", n)
+        return []
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self._log("delete_job", name)
+
+    def post_events(self, meta: Any, events: list[Any]) -> None:
+        for e in events:
+            self._log("event", e.reason)

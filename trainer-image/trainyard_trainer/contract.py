@@ -1,0 +1,15 @@
+"""The trainer's side of the contract with the operator: the environment it reads and the exit
+code it reports a hang with. The operator package keeps its own copy (`trainyard.api.contract`):
+this package must install without it. A parity test keeps the two equal."""
+
+ENV_JOB_NAME = "TRAINYARD_JOB_NAME"
+ENV_WORKER_INDEX = "TRAINYARD_WORKER_INDEX"
+ENV_ATTEMPT = "TRAINYARD_ATTEMPT"
+ENV_CHECKPOINT_DIR = "TRAINYARD_CHECKPOINT_DIR"
+ENV_HEARTBEAT_FILE = "TRAINYARD_HEARTBEAT_FILE"
+ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
+
+# The launcher's exit code when the watchdog finds no training progress (the operator's reason
+# Hung), after a line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.
+HUNG_EXIT_CODE = 86
+HUNG_MESSAGE_PREFIX = "Hung: "
