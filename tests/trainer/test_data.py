@@ -370,3 +370,34 @@ def test_verify_lockstep_catches_ranks_that_drew_different_counts(tmp_path):
                            str(script)], env=base_env(), capture_output=True, text=True, timeout=120, cwd=TRAINER_IMAGE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("caught ranks disagree on the data position") == 2, proc.stdout
+
+
+def test_the_sample_log_checker_catches_repeats_and_gaps(tmp_path):
+    """The real-process proof reads these logs: make sure it would notice a wrong resume."""
+    from .samples import check_exactly_once
+
+    def write(name, run, world, start, steps, t):
+        for r in range(world):
+            lines = [json.dumps({"run": run, "rank": r, "world_size": world, "start_step": start, "epoch": 0,
+                                 "cursor": 0, "num_samples": 8, "time": t})]
+            lines += [json.dumps({"step": s, "epoch": e, "ids": ids[r]}) for s, e, ids in steps]
+            (tmp_path / name / f"{run}-rank{r}.jsonl").write_text("\n".join(lines) + "\n")
+
+    for d in ("good", "repeat", "gap"):
+        (tmp_path / d).mkdir()
+    # 8 samples, 2 ranks, 2 per rank: 2 steps per epoch. Gang a dies in step 3 (drawn, never checkpointed).
+    a = [(1, 0, [[0, 1], [2, 3]]), (2, 0, [[4, 5], [6, 7]])]
+    write("good", "a", 2, 0, a + [(3, 1, [[7, 6], []])], 1.0)
+    write("good", "b", 2, 2, [(3, 1, [[7, 6], [5, 4]]), (4, 1, [[3, 2], [1, 0]])], 2.0)
+    h = check_exactly_once(tmp_path / "good", complete_epochs=2)
+    assert sorted(h.steps) == [1, 2, 3, 4]
+    # resumed from step 1 but dealt as if from the epoch's start: samples 0-3 twice in epoch 0
+    write("repeat", "a", 2, 0, a, 1.0)
+    write("repeat", "b", 2, 1, [(2, 0, [[0, 1], [2, 3]])], 2.0)
+    with pytest.raises(AssertionError, match="more than once"):
+        check_exactly_once(tmp_path / "repeat", complete_epochs=1)
+    # resumed from step 1 but skipped step 2's samples
+    write("gap", "a", 2, 0, a[:1], 1.0)
+    write("gap", "b", 2, 1, [(2, 1, [[0, 1], [2, 3]])], 2.0)
+    with pytest.raises(AssertionError, match="never"):
+        check_exactly_once(tmp_path / "gap", complete_epochs=1)
