@@ -346,18 +346,32 @@ def test_verify_lockstep_is_a_no_op_without_torch_distributed():
 
 
 @pytest.mark.torch
-def test_verify_lockstep_catches_ranks_that_drew_different_counts(tmp_path):
-    script = tmp_path / "lockstep.py"
+def test_two_real_ranks_lockstep_check_and_dcp_position(tmp_path):
+    """torchrun, 2 gloo ranks: verify_lockstep catches ranks that drew different counts; the
+    position round-trips through a real sharded DCP save (sync and async) and loads resharded."""
+    script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(
-        """
-        import torch.distributed as dist
+        f"""
+        import torch, torch.distributed as dist
+        from trainyard_trainer.checkpoint import Checkpointer
         from trainyard_trainer.data import ShardedSampler
         dist.init_process_group("gloo")
+        rank = dist.get_rank()
         s = ShardedSampler(100, 4)
+        c = Checkpointer({str(tmp_path / "ckpt")!r}, stateful={{"data": s}})
         it = iter(s)
         next(it)
         s.verify_lockstep()
-        if dist.get_rank() == 1:
+        c.save_distributed({{"w": torch.full((2,), float(rank))}}, 1)
+        next(it)
+        c.save_distributed({{"w": torch.full((2,), float(rank))}}, 2, asynchronous=True)
+        next(it)
+        c.close()
+        fresh = ShardedSampler(100, 4, rank=rank, world_size=3)  # as if the gang had 3 ranks now
+        assert Checkpointer({str(tmp_path / "ckpt")!r}, stateful={{"data": fresh}}).load_distributed(
+            {{"w": torch.zeros(2)}}) == 2
+        print("position", tuple(fresh.position()), fresh.resharded_from, flush=True)
+        if rank == 1:
             next(it)
         try:
             s.verify_lockstep()
@@ -367,8 +381,9 @@ def test_verify_lockstep_catches_ranks_that_drew_different_counts(tmp_path):
         """
     ))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script)], env=base_env(), capture_output=True, text=True, timeout=120, cwd=TRAINER_IMAGE)
+                           str(script)], env=base_env(), capture_output=True, text=True, timeout=180, cwd=TRAINER_IMAGE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("position (0, 16, 100) 2") == 2, proc.stdout
     assert proc.stdout.count("caught ranks disagree on the data position") == 2, proc.stdout
 
 
