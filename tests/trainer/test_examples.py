@@ -15,6 +15,7 @@ from trainyard_trainer.checkpoint import Checkpointer
 from trainyard_trainer.progress import CHECKPOINT_RE, DONE_RE, RESUMED_RE, STARTING_RE, STEP_RE
 
 from .helpers import DIGITS, SYNTHETIC, base_env, rank0, start_gang, wait_for_any, wait_gang
+from .samples import check_exactly_once
 
 pytestmark = pytest.mark.torch
 
@@ -32,8 +33,8 @@ def _weights(d) -> list[dict]:
 def test_digits_two_workers_killed_then_resumed(tmp_path):
     """Two workers train from scratch; one is killed mid-training (SIGTERM, as a pod deletion would);
     a new gang on the same checkpoint dir resumes at exactly the newest checkpoint and finishes."""
-    ckpt, weights_dir = tmp_path / "ckpt", tmp_path / "weights"
-    common = ["--checkpoint-dir", str(ckpt), "--checkpoint-every", "10", "--log-every", "1"]
+    ckpt, weights_dir, samples = tmp_path / "ckpt", tmp_path / "weights", tmp_path / "samples"
+    common = ["--checkpoint-dir", str(ckpt), "--checkpoint-every", "10", "--log-every", "1", "--log-samples", str(samples)]
 
     # 1. a fixed-size (2:2) gang from scratch, slowed down so that the kill lands mid-training
     gang = start_gang(tmp_path, DIGITS, [*common, "--max-steps", "400", "--step-delay", "0.05"], tag="first")
@@ -66,6 +67,12 @@ def test_digits_two_workers_killed_then_resumed(tmp_path):
     assert codes == [0, 0], "\n".join(w.text() for w in gang)
     lead = rank0(gang)
     assert [int(m["step"]) for m in _lines(lead, RESUMED_RE)] == [resumed_from]
+    # the data position: 1437 training samples, global batches of 2 x 32, 23 steps per epoch
+    (m,) = _lines(lead, RESUMED_RE)
+    assert (int(m["epoch"]), int(m["sample"]), int(m["num_samples"])) == (
+        resumed_from // 23, resumed_from % 23 * 64, 1437)
+    history = check_exactly_once(samples, complete_epochs=target // 23)
+    assert len(history.runs) == 2 and sorted(history.steps) == list(range(1, target + 1))
     assert not _lines(lead, STARTING_RE)
     assert [int(m["step"]) for m in _lines(lead, STEP_RE)] == list(range(resumed_from + 1, target + 1))
     done = _lines(lead, DONE_RE)
@@ -92,7 +99,7 @@ def test_digits_resume_is_exact(tmp_path):
         (tmp_path / "ck" / f"step-{step:08d}.pt.json").unlink()
     resumed = run("--max-steps", "60", "--weights-out", str(tmp_path / "b"))
     assert resumed.returncode == 0, resumed.stderr
-    assert "[trainyard] resumed from step=25" in resumed.stdout.splitlines()
+    assert "[trainyard] resumed from step=25 epoch=0 sample=800/1437" in resumed.stdout.splitlines()
     assert _weights(tmp_path / "a")[0]["sha256"] == _weights(tmp_path / "b")[0]["sha256"]
 
 

@@ -43,6 +43,19 @@ def test_regexes_parse_the_formats():
     assert CHECKPOINT_RE.match(format_checkpoint(120, 0.123, True))["async"] == "true"
 
 
+def test_resumed_line_carries_the_data_position_and_keeps_its_prefix():
+    line = format_start(250, (10, 1280, 1437))
+    assert line == "[trainyard] resumed from step=250 epoch=10 sample=1280/1437"
+    m = RESUMED_RE.match(line)
+    assert (m["step"], m["epoch"], m["sample"], m["num_samples"]) == ("250", "10", "1280", "1437")
+    assert RESUMED_RE.match(format_start(100))["epoch"] is None  # the old line still parses
+    assert line.startswith(format_start(250) + " ")  # and is a prefix of the new one
+    assert format_start(0, (0, 0, 1437)) == "[trainyard] starting from step=0"
+    out = io.StringIO()
+    Progress(rank=0, stream=out).start(250, (10, 1280, 1437))
+    assert out.getvalue() == line + "\n"
+
+
 def test_one_line_per_interval_from_rank_0():
     out = io.StringIO()
     p = Progress(log_every=10, rank=0, stream=out)

@@ -16,6 +16,12 @@ Two formats share one directory and the same rules:
 
 A checkpoint written without a manifest (a crash between the data's rename and the manifest's, or
 a file from another tool) is accepted only if ``torch.load`` reads it, with a warning.
+
+Objects registered with ``Checkpointer(..., stateful={"data": sampler})`` (anything with
+``state_dict()`` and ``load_state_dict()``, e.g. :class:`trainyard_trainer.data.ShardedSampler`) go
+into every checkpoint under their key, captured when ``save`` is called (before an asynchronous
+save returns), and are restored by every load: the data position is always the one of the model
+next to it in the same file or directory.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,16 +160,25 @@ class Entry:
 class Checkpointer:
     """Atomic, checksummed checkpoints in ``directory``, keeping the last ``keep`` complete ones.
 
-    Typical use in a DDP script: every rank constructs one and calls :meth:`load_latest`; only rank 0
-    calls :meth:`save`. For DCP (:meth:`save_distributed` / :meth:`load_distributed`) every rank calls.
+    Typical use in a DDP script: every rank constructs one and calls :meth:`load_latest` (or
+    ``load_latest(broadcast=True)``: rank 0 reads, everyone gets it); only rank 0 calls :meth:`save`.
+    For DCP (:meth:`save_distributed` / :meth:`load_distributed`) every rank calls.
+
+    ``stateful`` maps keys to objects with ``state_dict()``/``load_state_dict()`` that every save
+    adds to the state (captured at the call) and every load restores (e.g. the data position).
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, rank: int | None = None):
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, rank: int | None = None,
+                 stateful: Mapping[str, Any] | None = None):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.directory = Path(directory)
         self.keep = int(keep)
         self._rank = rank
+        self.stateful: dict[str, Any] = dict(stateful or {})
+        for key, obj in self.stateful.items():
+            if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
+                raise TypeError(f"stateful[{key!r}] has no state_dict()/load_state_dict()")
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
@@ -195,6 +210,28 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return [e.step for e in self.entries()]
 
+    # ------------------------------------------------------------------ registered stateful objects
+
+    def _check_keys(self, state: Mapping[str, Any]) -> None:
+        clash = sorted(k for k in self.stateful if k in state)
+        if clash:
+            raise ValueError(f"state already has {clash}, which are registered as stateful: pass them once")
+
+    def _with_stateful(self, state: dict) -> dict:
+        """``state`` plus each registered object's ``state_dict()``, taken now."""
+        if not self.stateful:
+            return state
+        self._check_keys(state)
+        return {**state, **{k: obj.state_dict() for k, obj in self.stateful.items()}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """``load_state_dict`` of each registered object from its key in ``state`` (absent: warn, leave it)."""
+        for key, obj in self.stateful.items():
+            if key in state:
+                obj.load_state_dict(state[key])
+            else:
+                log.warning("checkpoint has no %r entry: %s keeps its current state", key, type(obj).__name__)
+
     # ------------------------------------------------------------------ whole-state save
 
     def save(self, state: dict, step: int, *, asynchronous: bool = False) -> Path:
@@ -207,6 +244,7 @@ class Checkpointer:
         The time this call blocked is in ``last_stall_s``.
         """
         t0 = time.perf_counter()
+        state = self._with_stateful(state)  # the registered objects as they are at this call
         self._join_background()
         path = self.directory / checkpoint_name(step)
         if asynchronous:
@@ -304,12 +342,29 @@ class Checkpointer:
             return "sha256 does not match the manifest (corrupt)"
         return None
 
-    def load_latest(self, map_location: Any = "cpu", *, weights_only: bool = True) -> tuple[dict, int] | None:
+    def load_latest(self, map_location: Any = "cpu", *, weights_only: bool = True,
+                    broadcast: bool = False) -> tuple[dict, int] | None:
         """The newest valid checkpoint as ``(state, step)``, or None if there is none.
 
         A newest checkpoint that is truncated or corrupt (checksum mismatch, or torch.load fails) is
-        skipped with a warning and the one before it is tried.
+        skipped with a warning and the one before it is tried. Registered ``stateful`` objects are
+        restored from it. With ``broadcast=True`` (a collective when torch.distributed is
+        initialised: call it on every rank) rank 0 reads and sends the result to every rank, so all
+        start from the same checkpoint even if the shared volume shows them different things.
         """
+        import torch.distributed as dist
+
+        if broadcast and dist.is_available() and dist.is_initialized():
+            box = [self._find_latest(map_location, weights_only) if dist.get_rank() == 0 else None]
+            dist.broadcast_object_list(box, src=0)
+            loaded = box[0]
+        else:
+            loaded = self._find_latest(map_location, weights_only)
+        if loaded is not None:
+            self.restore(loaded[0])
+        return loaded
+
+    def _find_latest(self, map_location: Any, weights_only: bool) -> tuple[dict, int] | None:
         for entry in reversed(self.entries()):
             problem = self.verify(entry)
             if problem:
@@ -386,6 +441,9 @@ class Checkpointer:
         import torch.distributed.checkpoint as dcp
 
         t0 = time.perf_counter()
+        if self.stateful:  # DCP calls their state_dict() itself, synchronously (async_save too)
+            self._check_keys(state_dict)
+            state_dict = {**state_dict, **self.stateful}
         self._wait_dcp()
         rank = self._dist_rank()
         final = self.directory / dcp_name(step)
@@ -451,6 +509,8 @@ class Checkpointer:
 
         Rank 0 chooses the checkpoint and broadcasts it, so every rank loads the same one even if
         the shared directory looks different to them for a moment. Returns its step, or None.
+        Registered ``stateful`` objects are loaded too (DCP calls their ``load_state_dict``); one
+        the checkpoint has no entry for keeps its state, with a warning.
         """
         import torch.distributed as dist
         import torch.distributed.checkpoint as dcp
@@ -463,6 +523,27 @@ class Checkpointer:
         if pick[0] is None:
             return None
         path, step = pick[0]
-        dcp.load(state_dict, checkpoint_id=path)
+        if self.stateful:
+            self._check_keys(state_dict)
+            saved = _dcp_keys(path)
+            for key, obj in self.stateful.items():
+                if any(fqn == key or fqn.startswith(key + ".") for fqn in saved):
+                    state_dict[key] = obj
+                else:
+                    log.warning("checkpoint %s has no %r entry: %s keeps its current state", Path(path).name, key,
+                                type(obj).__name__)
+        try:
+            dcp.load(state_dict, checkpoint_id=path)
+        finally:
+            for key, obj in self.stateful.items():  # the caller's dict gets the objects' states, not the objects
+                if state_dict.get(key) is obj:
+                    del state_dict[key]
         return int(step)
+
+
+def _dcp_keys(path: str | os.PathLike) -> set[str]:
+    """The keys a DCP checkpoint holds (nested dicts are flattened as ``a.b.c``)."""
+    import torch.distributed.checkpoint as dcp
+
+    return set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
 

@@ -4,10 +4,13 @@ The formats (the operator's local runtime and the tests parse them; keep them st
 
     [trainyard] starting from step=0
     [trainyard] resumed from step=100
+    [trainyard] resumed from step=250 epoch=10 sample=1280/1437
     [trainyard] step=120 epoch=3 loss=0.3412 samples_per_s=1534.2
     [trainyard] checkpoint step=120 stall_s=0.123 async=true
     [trainyard] done step=500 accuracy=0.9712
 
+The data position (``epoch=E sample=S/N``: S of the epoch's N samples already consumed) follows
+the resumed step when the script passes it; ``resumed from step=N`` stays the line's prefix.
 Only rank 0 prints (``RANK`` from torchrun; a process without it is rank 0) and every line is
 flushed at once. Every call of :meth:`Progress.step` also calls :func:`heartbeat.beat`, on every rank.
 """
@@ -28,7 +31,10 @@ STEP_RE = re.compile(
     r"^\[trainyard\] step=(?P<step>\d+) epoch=(?P<epoch>\d+) loss=(?P<loss>[-+0-9.eEinfa]+) "
     r"samples_per_s=(?P<samples_per_s>[0-9.eEinfa+]+)$"
 )
-RESUMED_RE = re.compile(r"^\[trainyard\] resumed from step=(?P<step>\d+)$")
+RESUMED_RE = re.compile(
+    r"^\[trainyard\] resumed from step=(?P<step>\d+)"
+    r"(?: epoch=(?P<epoch>\d+) sample=(?P<sample>\d+)/(?P<num_samples>\d+))?$"
+)
 STARTING_RE = re.compile(r"^\[trainyard\] starting from step=(?P<step>\d+)$")
 CHECKPOINT_RE = re.compile(
     r"^\[trainyard\] checkpoint step=(?P<step>\d+) stall_s=(?P<stall_s>[0-9.]+) async=(?P<async>true|false)$"
@@ -40,8 +46,15 @@ def format_step(step: int, epoch: int, loss: float, samples_per_s: float) -> str
     return f"{PREFIX} step={step} epoch={epoch} loss={loss:.4f} samples_per_s={samples_per_s:.1f}"
 
 
-def format_start(step: int) -> str:
-    return f"{PREFIX} resumed from step={step}" if step > 0 else f"{PREFIX} starting from step=0"
+def format_start(step: int, position: tuple[int, int, int] | None = None) -> str:
+    """``position`` is ``(epoch, sample, num_samples)``, e.g. a ShardedSampler's ``position()``."""
+    if step <= 0:
+        return f"{PREFIX} starting from step=0"
+    line = f"{PREFIX} resumed from step={step}"
+    if position is not None:
+        epoch, sample, num_samples = position
+        line += f" epoch={int(epoch)} sample={int(sample)}/{int(num_samples)}"
+    return line
 
 
 def format_checkpoint(step: int, stall_s: float, asynchronous: bool) -> str:
@@ -85,10 +98,10 @@ class Progress:
         if self.rank == 0:
             print(line, file=self.stream, flush=True)
 
-    def start(self, step: int) -> None:
-        """``starting from step=0`` or ``resumed from step=N``; also resets the throughput clock."""
+    def start(self, step: int, position: tuple[int, int, int] | None = None) -> None:
+        """``starting from step=0`` or ``resumed from step=N [epoch=E sample=S/N]``; resets the throughput clock."""
         heartbeat.beat()
-        self.emit(format_start(step))
+        self.emit(format_start(step, position))
         self._samples = 0
         self._t0 = time.perf_counter()
 

@@ -6,8 +6,16 @@ for one non-distributed process. No network is needed: the data set ships with s
 
 Checkpoints (rank 0 writes them) go to ``--checkpoint-dir`` or ``$TRAINYARD_CHECKPOINT_DIR`` every
 ``--checkpoint-every`` steps and at the end; a run that finds one resumes from it exactly: model,
-optimizer, step, epoch and the position within the epoch. Progress lines follow
-:mod:`trainyard_trainer.progress` (the epoch printed is the 0-based index the sampler uses).
+optimizer, step and the data position (:class:`trainyard_trainer.data.ShardedSampler`: the epoch
+and how many of its samples the gang consumed). With another number of workers the rest of the
+epoch is resharded over them: every training sample is still seen exactly once per epoch.
+Progress lines follow :mod:`trainyard_trainer.progress` (the epoch printed is the sampler's 0-based
+epoch); the resumed line carries the data position::
+
+    [trainyard] resumed from step=200 epoch=8 sample=1024/1437
+
+``--log-samples DIR`` makes every rank append the sample ids of every step to a JSON-lines file in
+DIR (tests check exactly-once consumption from them).
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -28,9 +35,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data.distributed import DistributedSampler
 
 from trainyard_trainer.checkpoint import Checkpointer
+from trainyard_trainer.data import ShardedSampler
 from trainyard_trainer.progress import Progress
 
 
@@ -47,10 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", default=None, help="default: $TRAINYARD_CHECKPOINT_DIR; neither: no checkpoints")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps; 0 disables periodic checkpoints")
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    p.add_argument("--async-checkpoint", action="store_true", help="write checkpoints in a background thread")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--step-delay", type=float, default=float(os.environ.get("TRAINYARD_STEP_DELAY", "0")),
                    help="sleep this long after every step (tests: a deterministic window to kill a worker)")
     p.add_argument("--weights-out", default=None, help="write rank-<R>.json with a checksum of the final weights")
+    p.add_argument("--log-samples", default=None, help="append every step's sample ids to DIR/<run>-rank<R>-<pid>.jsonl")
     return p.parse_args(argv)
 
 
@@ -83,6 +92,19 @@ def weights_checksum(model: nn.Module) -> str:
     return sha.hexdigest()
 
 
+def open_samples_log(directory: str, rank: int, world: int, step: int, sampler: ShardedSampler):
+    """An unbuffered JSON-lines file (a SIGKILL loses nothing written) that starts with this run's header."""
+    run = os.environ.get("TORCHELASTIC_RUN_ID") or f"local-{os.getpid()}"
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / f"{run}-rank{rank}-{os.getpid()}.jsonl", "ab", buffering=0)  # noqa: SIM115 - closed at the end
+    epoch, cursor, n = sampler.position()
+    header = {"run": run, "rank": rank, "world_size": world, "start_step": step, "epoch": epoch, "cursor": cursor,
+              "num_samples": n, "time": time.time()}
+    f.write(json.dumps(header).encode() + b"\n")
+    return f
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     distributed = "WORLD_SIZE" in os.environ and "RANK" in os.environ
@@ -97,37 +119,29 @@ def main(argv: list[str] | None = None) -> int:
     model = MLP(args.hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
-    sampler = DistributedSampler(range(len(y_train)), num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-    batches_per_epoch = math.ceil(len(sampler) / args.batch_size)
-    total_steps = args.epochs * batches_per_epoch
-    if args.max_steps is not None:
-        total_steps = min(total_steps, args.max_steps)
+    # Every rank gets its share of each global batch; the position goes into the checkpoints.
+    sampler = ShardedSampler(len(y_train), args.batch_size, rank=rank, world_size=world, seed=args.seed)
+    max_steps = args.max_steps if args.max_steps is not None else float("inf")
 
     ckpt_dir = args.checkpoint_dir or os.environ.get("TRAINYARD_CHECKPOINT_DIR")
-    ckpt = Checkpointer(ckpt_dir, keep=args.keep, rank=rank) if ckpt_dir else None
+    ckpt = Checkpointer(ckpt_dir, keep=args.keep, rank=rank, stateful={"data": sampler}) if ckpt_dir else None
 
     # Resume: rank 0 reads the newest valid checkpoint and hands it to everyone, so all ranks start
     # from the same one even if the shared volume shows them different things for a moment.
-    step, epoch, batch_in_epoch = 0, 0, 0
-    loaded = ckpt.load_latest() if ckpt is not None and rank == 0 else None
-    if distributed:
-        box = [loaded]
-        dist.broadcast_object_list(box, src=0)
-        loaded = box[0]
+    step = 0
+    loaded = ckpt.load_latest(broadcast=distributed) if ckpt is not None else None  # restores the sampler too
     if loaded is not None:
         state, step = loaded
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        epoch, batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
-        if int(state.get("world_size", world)) != world:
-            batch_in_epoch = 0  # another sharding: redo this epoch from its start
-        if batch_in_epoch >= batches_per_epoch:
-            epoch, batch_in_epoch = epoch + 1, 0
+        if "data" not in state:  # a checkpoint from before the data position was saved
+            sampler.set_epoch(int(state.get("epoch", 0)))
 
     ddp = DDP(model) if distributed else model
     progress = Progress(args.log_every, rank=rank)
-    progress.start(step)
+    progress.start(step, sampler.position() if loaded is not None else None)
     last_saved = step if loaded is not None else -1
+    samples_log = open_samples_log(args.log_samples, rank, world, step, sampler) if args.log_samples else None
 
     def save() -> None:
         nonlocal last_saved
@@ -137,37 +151,40 @@ def main(argv: list[str] | None = None) -> int:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
+            "epoch": sampler.epoch,
             "world_size": world,
             "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, type(None)))},
-        }
-        ckpt.save(state, step)
-        progress.checkpoint(step, ckpt.last_stall_s, False)
+        }  # + "data": the sampler's position, added by the Checkpointer at this call
+        ckpt.save(state, step, asynchronous=args.async_checkpoint)
+        progress.checkpoint(step, ckpt.last_stall_s, args.async_checkpoint)
         last_saved = step
 
-    while step < total_steps and epoch < args.epochs:
-        sampler.set_epoch(epoch)
-        indices = torch.tensor(list(sampler))
-        while batch_in_epoch < batches_per_epoch and step < total_steps:
-            idx = indices[batch_in_epoch * args.batch_size : (batch_in_epoch + 1) * args.batch_size]
+    while sampler.epoch < args.epochs and step < max_steps:
+        epoch = sampler.epoch
+        for indices in sampler:  # this rank's share of the next global batch
+            if samples_log is not None:  # before the step: a completed step is always logged by every rank
+                samples_log.write(json.dumps({"step": step + 1, "epoch": epoch, "ids": indices}).encode() + b"\n")
+            idx = torch.as_tensor(indices, dtype=torch.long)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(ddp(x_train[idx]), y_train[idx])
+            # The exact mean over the global batch (shares may differ by a sample in an epoch's last batch):
+            # DDP averages the ranks' gradients, so scale each rank's sum by world / global batch.
+            loss = F.cross_entropy(ddp(x_train[idx]), y_train[idx], reduction="sum") * (world / sampler.last_global_batch)
             loss.backward()
             optimizer.step()
             step += 1
-            batch_in_epoch += 1
             logged = loss.detach().clone()
             if distributed and step % progress.log_every == 0:
                 dist.all_reduce(logged)
                 logged /= world
-            progress.step(step, epoch, logged.item(), samples=len(idx) * world)
+            progress.step(step, epoch, logged.item(), samples=sampler.last_global_batch)
             if args.checkpoint_every and step % args.checkpoint_every == 0:
+                if distributed:
+                    sampler.verify_lockstep()  # two tiny all-reduces per checkpoint: rank 0's position is everyone's
                 save()
             if args.step_delay:
                 time.sleep(args.step_delay)
-        if batch_in_epoch >= batches_per_epoch:
-            epoch, batch_in_epoch = epoch + 1, 0
+            if step >= max_steps:
+                break
     save()  # the final state, unless the last periodic save already was it
 
     model.eval()
@@ -181,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"rank": rank, "world_size": world, "step": step, "sha256": weights_checksum(model), "accuracy": accuracy}
         (out / f"rank-{rank}.json").write_text(json.dumps(doc) + "\n")
     progress.done(step, accuracy)
+    if samples_log is not None:
+        samples_log.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
