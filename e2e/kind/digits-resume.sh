@@ -101,7 +101,7 @@ log "status: phase=$(field .status.phase) restarts=${restarts} disruptions=${dis
 [[ "$attempt" == 1 ]] || die "expected attempt 1, got ${attempt}"
 
 logs="$(attempt_logs 1)"
-resumed="$(sed -n 's/^\[trainyard\] resumed from step=\([0-9][0-9]*\)$/\1/p' <<<"$logs" | head -1)"
+resumed="$(sed -n 's/^\[trainyard\] resumed from step=\([0-9][0-9]*\)\( .*\)\{0,1\}$/\1/p' <<<"$logs" | head -1)"
 done_line="$(grep -m1 '^\[trainyard\] done step=' <<<"$logs" || true)"
 [[ -n "$resumed" ]] || die "attempt 1 did not resume from a checkpoint (no 'resumed from step=N' line)"
 [[ -n "$done_line" ]] || die "attempt 1 has no 'done' line"

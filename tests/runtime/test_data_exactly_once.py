@@ -17,7 +17,8 @@ import yaml
 
 from tests.trainer.samples import check_exactly_once
 from trainyard.api import Phase
-from trainyard.local import LocalWorker, Runner, load_job
+from trainyard.local.backend import LocalWorker
+from trainyard.local.runner import Runner, load_job
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[2]
@@ -81,8 +82,6 @@ def phase(tmp: Path, name: str, world: int, rng: random.Random, *, max_steps: in
     if pause_save_at is not None:
         env = {"DIGITS_TEST_PAUSE_SAVE_AT": str(pause_save_at), "DIGITS_TEST_PAUSE_ONCE": str(tmp / f"{name}.held")}
     job = load_job(job_yaml(tmp, name, args, env), workers=world)
-    runner = Runner(job, tmp / name, tmp / "ckpt", tick=0.05)
-    killer = Killer(runner, rng, kill_at, world)
     lines: list[str] = []
 
     def on_line(w: LocalWorker, line: str) -> None:
@@ -90,7 +89,8 @@ def phase(tmp: Path, name: str, world: int, rng: random.Random, *, max_steps: in
             lines.append(f"{name} w{w.launch.index}.{w.launch.attempt} | {line}")
         killer.on_line(w, line)
 
-    runner._user_on_line = on_line
+    runner = Runner(job, tmp / name, tmp / "ckpt", tick=0.05, on_line=on_line)
+    killer = Killer(runner, rng, kill_at, world)
     t0 = time.monotonic()
     result = runner.run()
     st = result.job.status

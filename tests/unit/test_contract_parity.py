@@ -47,6 +47,7 @@ def test_the_hung_exit_code_and_message_agree():
 @pytest.mark.parametrize(("line", "kind", "step", "fields"), [
     (writer.format_start(0), reader.START, 0, {}),
     (writer.format_start(100), reader.RESUMED, 100, {}),
+    (writer.format_start(250, (3, 1280, 1797)), reader.RESUMED, 250, {"epoch": 3, "sample": "1280/1797"}),
     (writer.format_step(120, 3, 0.34123, 1534.24), reader.STEP, 120, {"epoch": 3, "loss": 0.3412, "samples_per_s": 1534.2}),
     (writer.format_checkpoint(120, 0.1234, True), reader.CHECKPOINT, 120, {"stall_s": 0.123, "async": True}),
     (writer.format_done(500, 0.97123), reader.DONE, 500, {"accuracy": 0.9712}),

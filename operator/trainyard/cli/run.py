@@ -51,5 +51,9 @@ def run(
         console.print(f"time to first step: {result.first_step_seconds:.1f}s", markup=False)
     if result.resumed_seconds is not None:
         resumed = f", from step {result.resumed_from}" if result.resumed_from is not None else ""
+        position = result.resumed_fields or {}
+        if "epoch" in position and str(position.get("sample", "")).count("/") == 1:
+            sample, total = str(position["sample"]).split("/")
+            resumed += f" (epoch {position['epoch']}, sample {int(sample):,} of {int(total):,})"
         console.print(f"injected kill -> training resumed: {result.resumed_seconds:.1f}s{resumed}", markup=False)
     raise typer.Exit(0 if st.phase and st.phase.value == "Succeeded" else 1)
