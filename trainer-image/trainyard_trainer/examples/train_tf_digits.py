@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank, world = cluster_from_env()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO banner, not warnings
-    import tensorflow as tf  # after TF_CPP_MIN_LOG_LEVEL: it is read at import
-    import keras
+    import keras  # after TF_CPP_MIN_LOG_LEVEL: it is read when tensorflow is imported
+    import tensorflow as tf
 
     # MWMS reads TF_CONFIG itself. RING collectives over gRPC: the CPU implementation.
     options = tf.distribute.experimental.CommunicationOptions(
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduces the gradients
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))  # all-reduces the gradients
             return loss
 
         per_replica = strategy.run(step_fn, args=(x, y))
