@@ -11,6 +11,7 @@ one line saying so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -90,10 +91,8 @@ def kill9(w: Worker) -> None:
 def wait_all(gang: list[Worker], timeout: float) -> list[int | None]:
     deadline = time.monotonic() + timeout
     for w in gang:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     return [w.proc.poll() for w in gang]
 
 
