@@ -26,6 +26,12 @@ address (local runs), because torchrun otherwise advertises ``socket.getfqdn()``
 rank 0's store, which on a workstation may not resolve. In a pod the default (the pod's FQDN,
 ``<pod>.<job>.<ns>.svc...`` thanks to hostname + subdomain) is right, so nothing is added.
 Everything after the script is passed to it untouched.
+
+``TRAINYARD_RUNTIME=tensorflow`` (the default is ``torchrun``): no torchrun. The launcher runs
+``python SCRIPT ARGS`` (or ``python -m MODULE ARGS``) once, as the worker itself; the script's
+strategy reads ``TF_CONFIG``. Before starting it waits until every host in ``TF_CONFIG``'s cluster
+resolves (up to ``TRAINYARD_JOIN_TIMEOUT_SECONDS``, default 600), since a gRPC peer that is not in
+DNS yet makes TensorFlow fail or stall. Signals, exit codes and the watchdog work as above.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -47,6 +54,9 @@ from .contract import HUNG_EXIT_CODE, HUNG_MESSAGE_PREFIX
 from .heartbeat import ENV_DEADLINE, ENV_FILE, touch
 
 DEFAULT_JOIN_TIMEOUT = 600.0
+ENV_RUNTIME = "TRAINYARD_RUNTIME"
+ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+RUNTIMES = ("torchrun", "tensorflow")
 # Both overridable from the environment (tests, or a pod with a custom terminationMessagePath).
 TERMINATION_LOG = os.environ.get("TRAINYARD_TERMINATION_LOG", "/dev/termination-log")
 KILL_GRACE_SECONDS = float(os.environ.get("TRAINYARD_KILL_GRACE_SECONDS", "5"))
@@ -60,6 +70,7 @@ __all__ = [
     "main",
     "parse_endpoint",
     "parse_rdzv_conf",
+    "parse_tf_config_hosts",
 ]
 
 
@@ -97,6 +108,28 @@ def parse_endpoint(endpoint: str | None) -> tuple[str, int | None] | None:
     return host, (int(port) if port else None)
 
 
+def parse_tf_config_hosts(raw: str | None) -> tuple[tuple[str, int | None], ...]:
+    """Every ``host:port`` of every role in a ``TF_CONFIG`` cluster, in order, without duplicates."""
+    if not raw:
+        return ()
+    try:
+        cfg = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"TF_CONFIG is not JSON: {exc}") from None
+    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
+    if not isinstance(cluster, dict):
+        raise ValueError("TF_CONFIG has no \"cluster\" object")
+    out: list[tuple[str, int | None]] = []
+    for role, addrs in cluster.items():
+        if not isinstance(addrs, list):
+            raise ValueError(f"TF_CONFIG cluster.{role} is not a list of host:port")
+        for addr in addrs:
+            ep = parse_endpoint(str(addr))
+            if ep is not None and ep not in out:
+                out.append(ep)
+    return tuple(out)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -115,14 +148,25 @@ class LaunchConfig:
     join_timeout: float
     heartbeat_file: str | None
     progress_deadline: float | None
+    runtime: str = "torchrun"
+    peers: tuple[tuple[str, int | None], ...] = ()  # tensorflow: every host in TF_CONFIG
 
     @classmethod
     def from_env(cls, argv: Sequence[str], env: Mapping[str, str]) -> LaunchConfig:
         if not argv:
             raise ValueError("usage: trainyard-launch SCRIPT [ARGS...]")
-        conf = parse_rdzv_conf(env.get("PET_RDZV_CONF"))
-        join_timeout = float(conf.get("join_timeout", DEFAULT_JOIN_TIMEOUT))
-        ep = parse_endpoint(env.get("PET_RDZV_ENDPOINT"))
+        runtime = (env.get(ENV_RUNTIME) or "torchrun").strip().lower()
+        if runtime not in RUNTIMES:
+            raise ValueError(f"{ENV_RUNTIME}={runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        peers: tuple[tuple[str, int | None], ...] = ()
+        if runtime == "torchrun":
+            conf = parse_rdzv_conf(env.get("PET_RDZV_CONF"))
+            join_timeout = float(conf.get("join_timeout", DEFAULT_JOIN_TIMEOUT))
+            ep = parse_endpoint(env.get("PET_RDZV_ENDPOINT"))
+        else:
+            join_timeout = float(env.get(ENV_JOIN_TIMEOUT) or DEFAULT_JOIN_TIMEOUT)
+            ep = None
+            peers = parse_tf_config_hosts(env.get("TF_CONFIG"))
         hb = env.get(ENV_FILE) or None
         deadline_raw = env.get(ENV_DEADLINE)
         deadline = float(deadline_raw) if deadline_raw else None
@@ -136,6 +180,8 @@ class LaunchConfig:
             join_timeout=join_timeout,
             heartbeat_file=hb,
             progress_deadline=deadline,
+            runtime=runtime,
+            peers=peers,
         )
 
     @property
@@ -144,7 +190,10 @@ class LaunchConfig:
 
 
 def build_argv(cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
-    """The child's argv: torchrun as a module of this interpreter, flags from PET_* in its env."""
+    """The child's argv: torchrun as a module of this interpreter, flags from PET_* in its env;
+    for the tensorflow runtime the script (or ``-m MODULE``) itself."""
+    if cfg.runtime == "tensorflow":
+        return [python, cfg.script, *cfg.args]
     argv = [python, "-m", "torch.distributed.run"]
     if cfg.endpoint_host and is_loopback(cfg.endpoint_host):
         argv += ["--local-addr", "127.0.0.1"]
@@ -215,6 +264,8 @@ def wait_for_dns(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     interval: float = 1.0,
+    what: str = "rendezvous host",
+    then: str = "starting torchrun anyway",
 ) -> bool:
     """Block until ``host`` resolves or ``timeout`` passes; one line is printed while waiting."""
     resolve = resolve or (lambda h, p: socket.getaddrinfo(h, p, type=socket.SOCK_STREAM))
@@ -224,15 +275,15 @@ def wait_for_dns(
         try:
             resolve(host, port)
             if announced:
-                _say(f"rendezvous host {host} resolved after {clock() - start:.1f} s")
+                _say(f"{what} {host} resolved after {clock() - start:.1f} s")
             return True
         except (socket.gaierror, UnicodeError, OSError):
             pass
         if clock() - start >= timeout:
-            _say(f"rendezvous host {host} still does not resolve after {timeout:g} s; starting torchrun anyway")
+            _say(f"{what} {host} still does not resolve after {timeout:g} s; {then}")
             return False
         if not announced:
-            _say(f"waiting for rendezvous host {host} to resolve (up to {timeout:g} s)")
+            _say(f"waiting for {what} {host} to resolve (up to {timeout:g} s)")
             announced = True
         sleep(interval)
 
@@ -405,6 +456,12 @@ class Launcher:
                 return 2
         if cfg.endpoint_host:
             wait_for_dns(cfg.endpoint_host, cfg.endpoint_port, cfg.join_timeout)
+        if cfg.peers:  # tensorflow: every peer, within one join timeout in all
+            deadline = time.monotonic() + cfg.join_timeout
+            for host, port in cfg.peers:
+                if not wait_for_dns(host, port, round(max(0.0, deadline - time.monotonic()), 1), what="TF_CONFIG host",
+                                    then="starting the worker anyway"):
+                    break
         _set_child_subreaper()
         argv = build_argv(cfg, self.python)
         if cfg.heartbeat_file:
@@ -437,7 +494,7 @@ class Launcher:
         os.close(write_fd)
         self._stderr_thread = threading.Thread(target=self._pump_stderr, args=(read_fd,), daemon=True)
         self._stderr_thread.start()
-        _say("started: " + " ".join(argv[2:]))
+        _say("started: " + " ".join(argv[1 if cfg.runtime == "tensorflow" else 2:]))
 
         poll = 0.2 if not cfg.watchdog else min(0.2, max(0.02, cfg.progress_deadline / 20))
         while self.child_status is None:
