@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A scripted stand-in for kubectl, to test e2e/kind/digits-resume.sh without a cluster whose pods
-run: it plays a DistributedTrainingJob that trains at STEPS_PER_S, checkpoints every 50 steps,
+run: it plays a DistributedTrainingJob that trains STEPS_PER_CALL steps per kubectl call (a clock
+of events, not of seconds, so a slow machine sees the same story), checkpoints every 50 steps,
 restarts as a new gang when worker 1 is deleted and then finishes. The scenario comes from the
 JSON file $FAKE_KUBECTL_STATE ({"scenario": "resume" | "from-zero" | "restart-counted"}); every
 call is appended to its "calls". `kustomize` is passed to the real kubectl ($REAL_KUBECTL)."""
@@ -10,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-STEPS_PER_S = 200
+STEPS_PER_CALL = 10
+RUNNING_READS = 2  # after the kill, the new gang is seen Running this many times, then Succeeded
 FINAL = 460
 
 
@@ -21,18 +22,19 @@ def main(argv: list[str]) -> int:
     path = Path(os.environ["FAKE_KUBECTL_STATE"])
     st = json.loads(path.read_text())
     st.setdefault("calls", []).append(argv)
-    now = time.monotonic()
+    if "applied" in st:
+        st["ticks"] = st.get("ticks", 0) + 1
     try:
-        return run(argv, st, now)
+        return run(argv, st, st.get("ticks", 0))
     finally:
         path.write_text(json.dumps(st))
 
 
-def step_of(st: dict, now: float) -> int:
-    return min(FINAL, int((now - st["applied"]) * STEPS_PER_S)) if "applied" in st else 0
+def step_of(st: dict, now: int) -> int:
+    return min(FINAL, (now - st["applied"]) * STEPS_PER_CALL) if "applied" in st else 0
 
 
-def run(argv: list[str], st: dict, now: float) -> int:
+def run(argv: list[str], st: dict, now: int) -> int:
     verb = argv[0]
     if verb == "kustomize":
         os.execv(os.environ["REAL_KUBECTL"], [os.environ["REAL_KUBECTL"], *argv])
@@ -51,9 +53,13 @@ def run(argv: list[str], st: dict, now: float) -> int:
     resumed = (st["killed_at"] // 50) * 50 if killed else 0
     if st["scenario"] == "from-zero":
         resumed = 0
-    finished = killed and now - st["killed"] > 0.3
+    finished = killed and st.get("running_reads", 0) >= RUNNING_READS
     if verb == "get" and argv[1] == "dtj":
-        field = next(a for a in argv if a.startswith("jsonpath="))[len("jsonpath={.status."):-1]
+        field = next((a for a in argv if a.startswith("jsonpath=")), "")[len("jsonpath={.status."):-1]
+        if not field:
+            return 0  # diagnostics (-o yaml): nothing to say
+        if killed and field == "phase" and not finished:
+            st["running_reads"] = st.get("running_reads", 0) + 1
         status = {
             "phase": "Succeeded" if finished else "Running",
             "attempt": 1 if killed else 0,

@@ -83,6 +83,8 @@ def test_install_creates_every_object_with_the_standard_labels(release):
         ("service", NS, "trainyard-metrics"),
         ("clusterrole", None, "trainyard"),
         ("clusterrolebinding", None, "trainyard"),
+        ("clusterrole", None, "trainyard-nodes"),
+        ("clusterrolebinding", None, "trainyard-nodes"),
     }
     for kind, ns, name in objects:
         obj = get(c, kind, name, *(["-n", ns] if ns else []))
@@ -93,7 +95,8 @@ def test_install_creates_every_object_with_the_standard_labels(release):
         "Deployment/trainyard-system/trainyard", "Service/trainyard-system/trainyard-metrics",
         "ServiceAccount/trainyard-system/trainyard"]
     assert items(c, "clusterrole,clusterrolebinding", "-l", INSTANCE) == [
-        "ClusterRole//trainyard", "ClusterRoleBinding//trainyard"]
+        "ClusterRole//trainyard", "ClusterRole//trainyard-nodes", "ClusterRoleBinding//trainyard",
+        "ClusterRoleBinding//trainyard-nodes"]
     assert get(c, "clusterrole", "trainyard")["rules"] == RULES
     assert "kubectl apply --server-side -f charts/trainyard/crds/" in c.install_output  # NOTES.txt
 
@@ -158,7 +161,9 @@ def test_upgrade_to_namespaced_rbac_json_logs_and_a_service_monitor(release):
         "--namespace", "team-a"]
     c.kubectl_run("wait", "--for=condition=Available", "--timeout=60s", "-n", NS, "deployment/trainyard")
     # namespaced mode: a Role in the watched namespace, no cluster-wide grant any more
-    assert items(c, "clusterrole,clusterrolebinding", "-l", INSTANCE) == []
+    # nodes are cluster-scoped: their read-only ClusterRole stays with namespaced RBAC
+    assert items(c, "clusterrole,clusterrolebinding", "-l", INSTANCE) == [
+        "ClusterRole//trainyard-nodes", "ClusterRoleBinding//trainyard-nodes"]
     assert items(c, "role,rolebinding", "-n", "team-a", "-l", INSTANCE) == [
         "Role/team-a/trainyard", "RoleBinding/team-a/trainyard"]
     assert get(c, "role", "trainyard", "-n", "team-a")["rules"] == RULES

@@ -34,9 +34,10 @@ RULES = [
     {"apiGroups": ["trainyard.dev"], "resources": ["distributedtrainingjobs"], "verbs": ["get", "list", "watch", "delete"]},
     {"apiGroups": ["trainyard.dev"], "resources": ["distributedtrainingjobs/status"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": ["create"]},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": ["get", "create"]},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "list"]},
 ]
+NODE_RULES = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
 SUBJECTS = [{"kind": "ServiceAccount", "name": "trainyard", "namespace": NS}]
 
 DEPLOYMENT: dict[str, Any] = {
@@ -102,6 +103,16 @@ CLUSTER_ROLE_BINDING = {
 }
 
 
+NODE_ROLE = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "trainyard-nodes", "labels": LABELS}, "rules": NODE_RULES}
+NODE_ROLE_BINDING = {
+    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+    "metadata": {"name": "trainyard-nodes", "labels": LABELS},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "trainyard-nodes"},
+    "subjects": SUBJECTS,
+}
+
+
 def role(ns: str) -> dict[str, Any]:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": "trainyard", "namespace": ns, "labels": LABELS}, "rules": RULES}
@@ -120,9 +131,12 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def test_defaults_render_exactly_these_objects(template):
     out = template()
-    assert out.kinds() == [("ClusterRole", "trainyard"), ("ClusterRoleBinding", "trainyard"),
+    assert out.kinds() == [("ClusterRole", "trainyard"), ("ClusterRole", "trainyard-nodes"),
+                           ("ClusterRoleBinding", "trainyard"), ("ClusterRoleBinding", "trainyard-nodes"),
                            ("Deployment", "trainyard"), ("Service", "trainyard-metrics"),
                            ("ServiceAccount", "trainyard")]
+    assert out.get("ClusterRole", "trainyard-nodes") == NODE_ROLE
+    assert out.get("ClusterRoleBinding", "trainyard-nodes") == NODE_ROLE_BINDING
     assert out.get("Deployment", "trainyard") == DEPLOYMENT
     assert out.get("Service", "trainyard-metrics") == SERVICE
     assert out.get("ServiceAccount", "trainyard") == SERVICE_ACCOUNT
@@ -132,7 +146,8 @@ def test_defaults_render_exactly_these_objects(template):
 
 def test_watch_namespaces_give_roles_and_namespace_flags(template):
     out = template({"watchNamespaces": ["team-a", "team-b"]})
-    assert out.kinds() == [("Deployment", "trainyard"), ("Role", "trainyard"), ("Role", "trainyard"),
+    assert out.kinds() == [("ClusterRole", "trainyard-nodes"), ("ClusterRoleBinding", "trainyard-nodes"),
+                           ("Deployment", "trainyard"), ("Role", "trainyard"), ("Role", "trainyard"),
                            ("RoleBinding", "trainyard"), ("RoleBinding", "trainyard"),
                            ("Service", "trainyard-metrics"), ("ServiceAccount", "trainyard")]
     for ns in ("team-a", "team-b"):
@@ -212,7 +227,7 @@ def test_existing_service_account_is_bound_not_created(template):
                                                ("trainyard-prod", "trainyard-prod")])
 def test_names_follow_the_release(template, release, name):
     out = template(release=release)
-    assert {n for k, n in out.kinds() if k != "ServiceAccount"} == {name, f"{name}-metrics"}
+    assert {n for k, n in out.kinds() if k != "ServiceAccount"} == {name, f"{name}-metrics", f"{name}-nodes"}
     labels = out.get("Deployment", name)["metadata"]["labels"]
     assert labels["app.kubernetes.io/instance"] == release
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from trainyard import api
 
 from ..support import wait_for
 
-__all__ = ["Kube", "env_of", "job_manifest", "wait_for"]
+__all__ = ["Kube", "env_of", "held_node", "job_manifest", "wait_for"]
 
 def job_manifest(name: str, workers: int = 2, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -120,3 +121,19 @@ class Kube:
 def env_of(pod: client.V1Pod, container: str = "trainer") -> dict[str, str]:
     c = next(c for c in pod.spec.containers if c.name == container)
     return {e.name: e.value for e in c.env or []}
+
+
+@contextlib.contextmanager
+def held_node(kube: Kube, name: str):
+    """A Ready node that kwok does not play: pods pinned to it (spec.nodeName) are bound but no fake
+    kubelet writes their status, so only the test does. Deleted on exit."""
+    kube.core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels={"held": "true"})))
+    now = datetime.now(UTC).isoformat()
+    kube.core.patch_node_status(name, {"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now,
+         "lastTransitionTime": now}]}})
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(ApiException):
+            kube.core.delete_node(name)

@@ -58,18 +58,14 @@ def test_schema_rejects_types_and_ranges_with_the_field(kube, ns):
     assert "spec.failurePolicy.restartPolicy" in message and "spec.failurePolicy.backoffLimit" in message, message
 
 
-def test_template_is_immutable_while_running_but_not_while_suspended(kube, ns, installed):
-    kube.create_job(ns, job_manifest("immut", runPolicy={"suspend": True}))
-    # no operator needed: the rule reads the status the operator would have written
-    kube.custom.patch_namespaced_custom_object_status(
-        "trainyard.dev", "v1alpha1", ns, "distributedtrainingjobs", "immut", {"status": {"phase": "Running"}},
-        _content_type="application/merge-patch+json")
+def test_template_is_immutable_while_running_but_not_while_suspended(kube, ns, operator):
+    kube.create_job(ns, job_manifest("immut"))
+    kube.wait_phase(ns, "immut", "Running")
     with pytest.raises(ApiException) as e:
         kube.patch_job(ns, "immut", {"spec": {"template": {"spec": {"containers": [{**TRAINER, "image": "y"}]}}}})
     assert e.value.status == 422 and "spec.template cannot change while the job is running" in e.value.body
-    kube.custom.patch_namespaced_custom_object_status(
-        "trainyard.dev", "v1alpha1", ns, "distributedtrainingjobs", "immut", {"status": {"phase": "Suspended"}},
-        _content_type="application/merge-patch+json")
+    kube.patch_job(ns, "immut", {"spec": {"runPolicy": {"suspend": True}}})
+    kube.wait_phase(ns, "immut", "Suspended")
     kube.patch_job(ns, "immut", {"spec": {"template": {"spec": {"containers": [{**TRAINER, "image": "y"}]}}}})
 
 

@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 
 from .conftest import REPO
-from .helpers import env_of, job_manifest, wait_for
+from .helpers import env_of, held_node, job_manifest, wait_for
 
 
 def reason(kube, ns, name, type_):
@@ -128,18 +128,20 @@ def test_node_deletion_is_a_disruption(kube, ns, operator, cluster):
             kube.core.delete_node(node)
 
 
-def test_image_pull_backoff_past_the_startup_deadline_fails(kube, ns, operator):
-    # pinned to no node, so kwok never starts it and only this test writes its status
-    template = {"spec": {"nodeName": "no-such-node",
-                         "containers": [{"name": "trainer", "image": "registry.invalid/nope:1"}]}}
-    kube.create_job(ns, job_manifest("ipb", workers=1, template=template,
-                                     runPolicy={"startupDeadlineSeconds": 3}))
-    wait_for(lambda: kube.pods(ns, "ipb"), 30, "the pod")
-    kube.set_waiting(ns, "ipb-0-0", "ImagePullBackOff", 'Back-off pulling image "registry.invalid/nope:1"')
-    wait_for(lambda: reason(kube, ns, "ipb", "Running") == ("False", "ImagePullBackOff"), 30, "stuck condition")
-    status = kube.wait_phase(ns, "ipb", "Failed", timeout=30)
-    assert reason(kube, ns, "ipb", "Failed") == ("True", "ImagePullBackOff")
-    assert "startupDeadlineSeconds=3" in status["message"]
+def test_image_pull_backoff_past_the_startup_deadline_fails(kube, ns, operator, cluster):
+    if not cluster.local:
+        pytest.skip("adds a node: only on the tests' own kwok cluster")
+    with held_node(kube, f"held-{ns}") as node:  # only this test writes the pod's status
+        template = {"spec": {"nodeName": node,
+                             "containers": [{"name": "trainer", "image": "registry.invalid/nope:1"}]}}
+        kube.create_job(ns, job_manifest("ipb", workers=1, template=template,
+                                         runPolicy={"startupDeadlineSeconds": 3}))
+        wait_for(lambda: kube.pods(ns, "ipb"), 30, "the pod")
+        kube.set_waiting(ns, "ipb-0-0", "ImagePullBackOff", 'Back-off pulling image "registry.invalid/nope:1"')
+        wait_for(lambda: reason(kube, ns, "ipb", "Running") == ("False", "ImagePullBackOff"), 30, "stuck condition")
+        status = kube.wait_phase(ns, "ipb", "Failed", timeout=30)
+        assert reason(kube, ns, "ipb", "Failed") == ("True", "ImagePullBackOff")
+        assert "startupDeadlineSeconds=3" in status["message"]
 
 
 def test_unschedulable_past_the_startup_deadline_fails(kube, ns, operator):
@@ -159,8 +161,11 @@ def test_elastic_scale_with_kubectl(kube, ns, operator, installed):
     wait_for(lambda: kube.status(ns, "el")["workers"]["desired"] == 4, 30, "desired 4")
     installed.kubectl_run("scale", "dtj/el", "-n", ns, "--replicas=1")
     wait_for(lambda: [p.metadata.name for p in kube.pods(ns, "el", live_only=True)] == ["el-0-0"], 30, "scaled to 1")
-    status = kube.status(ns, "el")
-    assert (status["restarts"], status["disruptions"], status["attempt"]) == (0, 0, 0)
+    # the deletes go first, the status write after: wait for it
+    status = wait_for(lambda: (s := kube.status(ns, "el"))["workers"]["desired"] == 1 and s, 30, "the status of 1")
+    # a scale-down starts a new attempt, so a later scale-up never reuses a deleted worker's name;
+    # the rendezvous is the same one: nothing restarted, nothing counted
+    assert (status["restarts"], status["disruptions"], status["attempt"], status["rendezvousAttempt"]) == (0, 0, 1, 0)
     out = installed.kubectl_run("scale", "dtj/el", "-n", ns, "--replicas=9", check=False)
     assert out.returncode != 0 and "spec.workers must lie within" in out.stderr
 

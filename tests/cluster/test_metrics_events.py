@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import job_manifest, wait_for
+from .helpers import held_node, job_manifest, wait_for
 
 
 def scrape(operator) -> dict[tuple[str, tuple], float]:
@@ -55,10 +55,13 @@ def test_events_for_every_decision(kube, ns, operator):
     kube.create_job(ns, job_manifest("ev", workers=2, failurePolicy={"backoffLimit": 1},
                                      runPolicy={"startupDeadlineSeconds": 2}))
     kube.wait_phase(ns, "ev", "Running")
+    def running_at(attempt):  # the operator has seen the gang run, not only kwok
+        return (s := kube.status(ns, "ev")).get("attempt") == attempt and s.get("phase") == "Running"
+
     kube.evict(ns, "ev-0-0")
-    wait_for(lambda: kube.running(ns, "ev", 1, 2), 30, "gang after the eviction")
+    wait_for(lambda: running_at(1), 30, "gang after the eviction")
     kube.finish_pod(ns, "ev-1-1", 1)
-    wait_for(lambda: kube.running(ns, "ev", 2, 2), 30, "gang after the failure")
+    wait_for(lambda: running_at(2), 30, "gang after the failure")
     kube.finish_pod(ns, "ev-2-0", 1)
     kube.wait_phase(ns, "ev", "Failed")
     reasons = wait_for(lambda: (r := [r for r, _ in kube.events(ns, "ev")]) and r[-1] == "BackoffLimitExceeded" and r,
@@ -66,13 +69,15 @@ def test_events_for_every_decision(kube, ns, operator):
     assert reasons == ["WorkersCreated", "AllWorkersRunning", "Evicted", "AllWorkersRunning", "WorkerFailed",
                        "AllWorkersRunning", "BackoffLimitExceeded"]
 
-    template = {"spec": {"nodeName": "no-such-node", "containers": [{"name": "trainer", "image": "x"}]}}
-    kube.create_job(ns, job_manifest("stuck", workers=1, template=template, runPolicy={"startupDeadlineSeconds": 3}))
-    wait_for(lambda: kube.pods(ns, "stuck"), 30, "the pod")
-    kube.set_waiting(ns, "stuck-0-0", "ErrImagePull", "not found")
-    kube.wait_phase(ns, "stuck", "Failed")
-    events = wait_for(lambda: (e := kube.events(ns, "stuck")) and e[-1][0] == "ErrImagePull" and len(e) >= 3 and e,
-                      10, "stuck events")
+    with held_node(kube, f"held-{ns}") as node:  # only this test writes the pod's status
+        template = {"spec": {"nodeName": node, "containers": [{"name": "trainer", "image": "x"}]}}
+        kube.create_job(ns, job_manifest("stuck", workers=1, template=template,
+                                         runPolicy={"startupDeadlineSeconds": 3}))
+        wait_for(lambda: kube.pods(ns, "stuck"), 30, "the pod")
+        kube.set_waiting(ns, "stuck-0-0", "ErrImagePull", "not found")
+        kube.wait_phase(ns, "stuck", "Failed")
+        events = wait_for(lambda: (e := kube.events(ns, "stuck")) and e[-1][0] == "ErrImagePull" and len(e) >= 3
+                          and e, 10, "stuck events")
     assert [r for r, _ in events] == ["WorkersCreated", "ErrImagePull", "ErrImagePull"]
     assert "cannot start" in events[1][1] and "could not start" in events[2][1]
 

@@ -13,6 +13,10 @@ import pytest
     ("create", "services", "yes"),
     ("create", "persistentvolumeclaims", "yes"),
     ("create", "events", "yes"),
+    ("list", "events", "yes"),
+    ("watch", "nodes", "yes"),
+    ("get", "persistentvolumeclaims", "yes"),
+    ("patch", "nodes", "no"),
     # least privilege: nothing it does not use
     ("update", "distributedtrainingjobs.trainyard.dev", "no"),
     ("delete", "services", "no"),

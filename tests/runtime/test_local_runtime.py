@@ -194,3 +194,25 @@ def test_runtime_elapsed_is_reported(tmp_path):
     t0 = time.monotonic()
     result = run(tmp_path, path)
     assert result.first_step_seconds is not None and result.first_step_seconds <= time.monotonic() - t0
+
+
+def test_running_means_training_after_a_restart(tmp_path):
+    """Issue 11, repro 10: up is not training. The restarted gang is Running only once it trains."""
+    path = write_job(tmp_path, """
+        import os, time
+        if os.environ["TRAINYARD_ATTEMPT"] != "0":
+            time.sleep(1.5)  # a restarted gang's start-up: imports, rendezvous, checkpoint load
+        for i in range(8):
+            print(f"[trainyard] step={i}", flush=True)
+            time.sleep(0.2)
+    """, workers=2)
+    order: list[str] = []
+    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", Injection.parse("worker=1,at-step=2"),
+                    tick=0.05, on_event=lambda ev: order.append(ev.reason),
+                    on_line=lambda w, line: order.append(f"step@{w.launch.attempt}") if "step=" in line else None)
+    (tmp_path / "ckpt").mkdir()
+    result = runner.run()
+    assert result.job.status.phase == Phase.SUCCEEDED
+    restart = order.index(R.WORKER_FAILED)
+    after = order[restart:]
+    assert after.index(R.ALL_WORKERS_RUNNING) > after.index("step@1"), after

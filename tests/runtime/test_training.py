@@ -122,3 +122,28 @@ def test_a_stopped_worker_is_detected_as_hung_and_the_gang_restarted(tmp_path):
     assert stopped, "no training process was stopped"
     assert (st.phase, st.restarts) == (Phase.SUCCEEDED, 1), st.message
     assert [e.reason for e in result.events].count(R.HUNG) == 1
+
+
+def test_worker_scope_replaces_one_worker_and_the_survivors_re_form_the_group(tmp_path):
+    """restartScope Worker with real torchrun: the killed worker alone is replaced; the survivors'
+    agents restart their training processes in place and re-rendezvous with the replacement."""
+    path = digits_job(tmp_path, "--epochs", "4", "--checkpoint-every", "20", "--step-delay", "0.05", workers=3,
+                      elastic={"minWorkers": 2, "maxWorkers": 3},
+                      failurePolicy={"restartPolicy": "OnFailure", "restartScope": "Worker", "inPlaceRestarts": 3})
+    (tmp_path / "ckpt").mkdir()
+    survivors: dict[int, int] = {}
+
+    def on_line(w, line):
+        if w.launch.attempt == 0 and w.launch.index != 1:
+            survivors.setdefault(w.launch.index, w.proc.pid)
+
+    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", Injection.parse("worker=1,at-step=50"),
+                    tick=0.05, on_line=on_line)
+    result = runner.run()
+    st = result.job.status
+    assert (st.phase, st.restarts, st.attempt, st.rendezvous_attempt) == (Phase.SUCCEEDED, 1, 1, 0), st.message
+    # the survivors' pods (launchers) were never replaced: only worker 1 has a second attempt
+    attempts = sorted(p.parent.name + "/" + p.name for p in (tmp_path / "work").glob("attempt-*/worker-*.log"))
+    assert attempts == ["attempt-0/worker-0.log", "attempt-0/worker-1.log", "attempt-0/worker-2.log",
+                        "attempt-1/worker-1.log"], attempts
+    assert result.resumed_from is not None and result.resumed_from >= 40, result.resumed_from

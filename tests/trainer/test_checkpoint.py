@@ -285,3 +285,71 @@ def test_dcp_round_trip_two_processes(tmp_path):
         assert (tmp_path / "ckpt" / name / ".trainyard-complete").is_file()
         assert (tmp_path / "ckpt" / name / ".metadata").is_file()
     assert not [n for n in os.listdir(tmp_path / "ckpt") if n.endswith(".partial")]
+
+
+FENCED_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import torch
+    from trainyard_trainer.checkpoint import Checkpointer
+    directory, attempt, first, stop_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    c = Checkpointer(directory, keep=3, attempt=attempt, rank=0)
+    loaded = c.load_latest()
+    start = loaded[1] if loaded else first
+    print("start", start, flush=True)
+    step = start
+    while not os.path.exists(stop_file):
+        step += 10
+        c.save({"w": torch.full((4,), float(attempt)), "step": step}, step)
+        print("saved", step, "fenced_out" if c.fenced_out else "", flush=True)
+        time.sleep(0.02)
+    c.close()
+    """
+)
+
+
+def test_a_superseded_attempt_never_becomes_the_latest_checkpoint(tmp_path):
+    """Two real writers on one volume: attempt 0 is still saving (its pod terminating) when attempt
+    1 starts and resumes. After attempt 1's first load, no checkpoint of attempt 0 past the step
+    attempt 1 resumed from is ever the latest, and attempt 0 stops publishing."""
+    script = tmp_path / "writer.py"
+    script.write_text(FENCED_WRITER)
+    ckpt, stop0, stop1 = tmp_path / "ckpt", tmp_path / "stop0", tmp_path / "stop1"
+    env = {**base_env()}
+    old = subprocess.Popen([sys.executable, str(script), str(ckpt), "0", "0", str(stop0)], env=env,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        while True:  # attempt 0 has a few checkpoints
+            line = old.stdout.readline()
+            assert line, "attempt 0 died"
+            if line.startswith("saved 50"):
+                break
+        new = subprocess.Popen([sys.executable, str(script), str(ckpt), "1", "0", str(stop1)], env=env,
+                               stdout=subprocess.PIPE, text=True)
+        resumed = int(new.stdout.readline().split()[1])
+        assert resumed >= 50
+        seen_new = 0
+        observer = Checkpointer(ckpt, attempt=99, rank=1)  # reads only (rank 1 never fences)
+        while seen_new < 10:
+            line = new.stdout.readline()
+            assert line, "attempt 1 died"
+            seen_new += line.startswith("saved")
+            latest = observer._find_latest("cpu", True)
+            if latest is not None:
+                state, step = latest
+                writer = int(state["w"][0].item())
+                assert writer == 1 or step <= resumed, f"attempt 0's step {step} is the latest after the fence"
+        stop0.write_text("")
+        old_out, _ = old.communicate(timeout=60)
+        old_lines = old_out.splitlines()
+        assert any("fenced_out" in x for x in old_lines), old_lines[-5:]
+        entries = Checkpointer(ckpt, attempt=99, rank=1).entries()
+        assert entries and all(e.attempt == 1 or e.step <= resumed for e in entries)
+    finally:
+        for p, stop in ((old, stop0), (locals().get("new"), stop1)):
+            if p is not None and p.poll() is None:
+                stop.write_text("")
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()

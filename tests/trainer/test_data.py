@@ -352,7 +352,7 @@ def test_two_real_ranks_lockstep_check_and_dcp_position(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(
         f"""
-        import torch, torch.distributed as dist
+        import sys, torch, torch.distributed as dist
         from trainyard_trainer.checkpoint import Checkpointer
         from trainyard_trainer.data import ShardedSampler
         dist.init_process_group("gloo")
@@ -370,13 +370,14 @@ def test_two_real_ranks_lockstep_check_and_dcp_position(tmp_path):
         fresh = ShardedSampler(100, 4, rank=rank, world_size=3)  # as if the gang had 3 ranks now
         assert Checkpointer({str(tmp_path / "ckpt")!r}, stateful={{"data": fresh}}).load_distributed(
             {{"w": torch.zeros(2)}}) == 2
-        print("position", tuple(fresh.position()), fresh.resharded_from, flush=True)
+        # one write per line: the ranks share stdout, and unbuffered prints interleave word by word
+        sys.stdout.write(f"position {{tuple(fresh.position())}} {{fresh.resharded_from}}\\n"); sys.stdout.flush()
         if rank == 1:
             next(it)
         try:
             s.verify_lockstep()
         except RuntimeError as e:
-            print("caught", e, flush=True)
+            sys.stdout.write(f"caught {{e}}\\n"); sys.stdout.flush()
         dist.destroy_process_group()
         """
     ))

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from trainyard_trainer.checkpoint import Checkpointer
+from trainyard_trainer.contract import PEER_LOST_EXIT_CODE
 from trainyard_trainer.progress import CHECKPOINT_RE, DONE_RE, RESUMED_RE, STARTING_RE, STEP_RE
 
 from .helpers import DIGITS, SYNTHETIC, base_env, rank0, start_gang, wait_for_any, wait_gang
@@ -52,7 +53,8 @@ def test_digits_two_workers_killed_then_resumed(tmp_path):
     print(f"after SIGTERM to one worker: it exited {codes[victim.index]}, its peer {codes[lead.index]}, "
           f"both within {time.monotonic() - t_kill:.2f} s")
     assert codes[victim.index] == 143, victim.text()  # a signal, not a bug in the script
-    assert codes[lead.index] != 0, lead.text()  # its peer vanished: it fails too (the operator restarts the gang)
+    # its peer vanished: it fails too, and says the gang broke under it rather than blaming the script
+    assert codes[lead.index] == PEER_LOST_EXIT_CODE, lead.text()
     saved = [int(m["step"]) for m in _lines(lead, CHECKPOINT_RE)]
     assert saved[:2] == [10, 20] and all(s % 10 == 0 for s in saved)
     last = Checkpointer(ckpt).load_latest()

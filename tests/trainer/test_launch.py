@@ -126,6 +126,29 @@ def test_exit_code_from_status(status, code):
     assert exit_code_from_status(status) == code
 
 
+@pytest.mark.parametrize("line", [
+    "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: The connection to the C10d store has failed.",
+    "torch.distributed.elastic.rendezvous.api.RendezvousClosedError",
+    "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41047",
+    "torch.distributed.DistNetworkError: Connection reset by peer",
+    "tensorflow.python.framework.errors_impl.UnavailableError: ... UNAVAILABLE: Connection reset by peer",
+])
+def test_a_broken_gang_is_recognised(line):
+    s = RootCauseScanner()
+    s.feed(line)
+    assert s.peer_lost
+    assert final_exit_code(1, 1, peer_lost=True) == 87
+
+
+def test_a_scripts_own_error_is_not_a_broken_gang():
+    s = RootCauseScanner()
+    for line in ["Traceback (most recent call last):", "ValueError: bad learning rate", "Connection refused"]:
+        s.feed(line)
+    assert not s.peer_lost
+    assert final_exit_code(1, -9, peer_lost=True) == 137  # this worker was killed: that is the cause
+    assert final_exit_code(1, forwarded=15, peer_lost=True) == 143  # Kubernetes stopped it
+
+
 def test_final_exit_code():
     assert final_exit_code(0) == 0
     assert final_exit_code(1) == 1

@@ -50,18 +50,24 @@ class FakeClient:
             raise self.fail_creates[name]
         return True
 
-    def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, BaseException]:
-        out = {}
+    def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, bool | BaseException]:
+        out: dict[str, bool | BaseException] = {}
         for m in manifests:
             try:
-                self.create(m)
+                out[m["metadata"]["name"]] = self.create(m)
             except Exception as e:  # noqa: BLE001 - reported as the real client does
                 out[m["metadata"]["name"]] = e
         return out
 
-    def delete_workers(self, namespace: str, names: list[str]) -> list[Exception]:
+    def owners(self, manifest: dict[str, Any]) -> list[str] | None:
+        return [o["uid"] for o in manifest["metadata"].get("ownerReferences") or []]
+
+    def claim_state(self, namespace: str, name: str) -> tuple[str | None, str]:
+        return "Pending", "ProvisioningFailed: no storage class"
+
+    def delete_workers(self, namespace: str, names: list[str], force: set[str] = frozenset()) -> list[Exception]:
         for n in names:
-            self._log("delete", n)
+            self._log("delete", n, n in force)
         return []
 
     def delete_job(self, namespace: str, name: str) -> None:

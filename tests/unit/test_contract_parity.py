@@ -38,6 +38,10 @@ def test_every_trainer_name_the_operator_sets_is_one_the_trainer_reads():
     assert all(operator.is_reserved_env(n) for n in ours)
 
 
+def test_the_peer_lost_exit_code_agrees():
+    assert trainer.PEER_LOST_EXIT_CODE == operator.PEER_LOST_EXIT_CODE
+
+
 def test_the_hung_exit_code_and_message_agree():
     assert trainyard_trainer.HUNG_EXIT_CODE == trainer.HUNG_EXIT_CODE == operator.HUNG_EXIT_CODE
     assert hung_message(40).startswith(operator.HUNG_MESSAGE_PREFIX) and trainer.HUNG_MESSAGE_PREFIX == \

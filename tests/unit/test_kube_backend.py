@@ -8,10 +8,10 @@ import asyncio
 from kubernetes.client.exceptions import ApiException
 
 from trainyard.api import reasons as R
-from trainyard.engine import decide
+from trainyard.engine import Applied, decide
 from trainyard.engine.workers import State
 from trainyard.kube.backend import KubeBackend
-from trainyard.kube.loop import JobLoop, Loops
+from trainyard.kube.loop import RESYNC_SECONDS, JobLoop, Loops
 
 from .conftest import BASE, T0, UID, at, make_job, merge, wk
 from .fakes import FakeClient
@@ -29,8 +29,8 @@ def test_a_gang_restart_deletes_the_old_gang_before_creating_the_new_one_and_pos
     job = make_job(status=RUNNING, resourceVersion="1")
     pods = [wk(0), wk(1, state=State.FAILED, exit_code=1)]
     b = backend(client, pods)
-    plan = decide(job, b.observe(job), at(5))
-    assert b.apply(job, plan) is False
+    plan = decide(job, b.observe(job)[0], at(5))
+    assert b.apply(job, plan) == Applied.DONE
     verbs = client.verbs()
     assert verbs.index("delete") < min(i for i, v in enumerate(verbs) if v == "create")
     assert verbs[-1] == "event" and verbs.index("patch_status") < verbs.index("event")
@@ -42,24 +42,31 @@ def test_the_pods_of_a_job_of_the_same_name_are_not_ours():
     client = FakeClient()
     job = make_job()
     b = KubeBackend(client, lambda: [("another-uid", wk(0)), (UID, wk(1))])
-    assert [w.name for w in b.observe(job)] == ["demo-0-1"]
+    assert [w.name for w in b.observe(job)[0]] == ["demo-0-1"]
 
 
-def test_a_refused_creation_is_retried_soon_and_no_longer_expected():
+def test_a_refused_creation_is_not_counted_as_created_and_becomes_status():
     client = FakeClient(dict(BASE))
+    body = '{"kind": "Status", "message": "pods \\"demo-0-1\\" is forbidden: exceeded quota: q, requested: pods=1", "reason": "Forbidden"}'
     client.fail_creates["demo-0-1"] = ApiException(status=403, reason="Forbidden")
-    job = make_job(resourceVersion="1")
-    b = backend(client, [])
-    plan = decide(job, b.observe(job), T0)
-    assert b.apply(job, plan) is True
-    assert [w.name for w in b.observe(job)] == ["demo-0-0"]  # the next reconcile creates demo-0-1 again
+    client.fail_creates["demo-0-1"].body = body
+    loop = JobLoop("ml", "demo", client, lambda: [])
+    loop.reconcile()
+    st = client.job["status"]
+    created = next(c for c in st["conditions"] if c["type"] == "Created")
+    assert (created["status"], created["reason"]) == ("False", R.QUOTA_EXCEEDED)
+    assert "pod demo-0-1 (worker 1)" in created["message"] and "exceeded quota" in created["message"]
+    assert st["members"] == [{"attempt": 0, "indexes": "1", "created": False},
+                             {"attempt": 0, "indexes": "0", "created": True}]
+    assert client.verbs().count("create") == 3  # the Service, two pods: once each, the retry waits its backoff
+    assert client.verbs().count("patch_status") == 1 and ("event", R.QUOTA_EXCEEDED) in client.calls
 
 
 def test_the_loop_decides_again_after_a_conflict():
     client = FakeClient(dict(BASE))
     client.conflicts = 1
     loop = JobLoop("ml", "demo", client, lambda: [])
-    assert loop.reconcile() is None
+    assert loop.reconcile() == 600.0  # look again at the startup deadline, unless the pods start first
     verbs = client.verbs()
     assert verbs.count("get") == 2 and verbs.count("patch_status") == 2
     assert client.job["status"]["phase"] == "Pending"
@@ -107,6 +114,16 @@ def test_decisions_are_the_same_through_the_backend_as_through_the_engine():
     client = FakeClient(dict(BASE))
     job = make_job(resourceVersion="1")
     b = backend(client, [])
-    plan = decide(job, b.observe(job), T0)
+    plan = decide(job, b.observe(job)[0], T0)
     b.apply(job, plan)
     assert sorted(c[2] for c in client.calls if c[0] == "create") == ["demo", "demo-0-0", "demo-0-1"]
+
+
+def test_the_resync_is_never_skipped_for_a_later_wake_up():
+    """Repro 6: a job with a 3600 s deadline was not reconciled for 29 minutes."""
+    loop = JobLoop("ml", "demo", FakeClient(dict(BASE)), lambda: [])
+    assert loop.next_wait() == RESYNC_SECONDS
+    loop.requeue = 3600.0
+    assert loop.next_wait() == RESYNC_SECONDS
+    loop.requeue = 2.5
+    assert loop.next_wait() == 2.5

@@ -47,9 +47,9 @@ def test_being_deleted(meta, outcome):
 
 @pytest.mark.parametrize(("phase", "policy", "outcome", "deleted"), [
     ("Running", "Running", None, []),
-    ("Succeeded", "Running", Stop(count=False), ["demo-0-0"]),
-    ("Failed", "All", Stop(count=False), ["demo-0-0", "demo-0-1"]),
-    ("Failed", "None", Stop(count=False), []),
+    ("Succeeded", "Running", Stop(), ["demo-0-0"]),
+    ("Failed", "All", Stop(), ["demo-0-0", "demo-0-1"]),
+    ("Failed", "None", Stop(), []),
 ])
 def test_already_finished(phase, policy, outcome, deleted):
     d = decision({"runPolicy": {"cleanPodPolicy": policy}}, {"phase": phase, "completionTime": T0.isoformat()},

@@ -42,7 +42,7 @@ def test_running_and_ready():
     assert w == Worker("j-0-1", 1, 0, State.RUNNING, ready=True, created_at=T)
 
 
-@pytest.mark.parametrize(("code", "reason", "oom"), [(1, "Error", False), (137, "OOMKilled", True), (137, "Error", True),
+@pytest.mark.parametrize(("code", "reason", "oom"), [(1, "Error", False), (137, "OOMKilled", True), (137, "Error", False),
                                                      (143, "Error", False)])
 def test_failed_exit_codes(code, reason, oom):
     w = from_pod(pod("Failed", containers=terminated(code, reason)))

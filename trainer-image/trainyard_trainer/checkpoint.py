@@ -17,6 +17,13 @@ Two formats share one directory and the same rules:
 A checkpoint written without a manifest (a crash between the data's rename and the manifest's, or
 a file from another tool) is accepted only if ``torch.load`` reads it, with a warning.
 
+Attempts are fenced. Every checkpoint records the attempt that wrote it (``TRAINYARD_ATTEMPT``,
+which the operator sets in every worker). When a newer attempt starts, its first load writes a
+fence, ``.trainyard-fence.json``: "attempt A resumed from step S". From then on a checkpoint of an
+older attempt is valid only up to step S: a pod of a superseded gang that is still shutting down
+can finish writing a file, but that file never becomes the latest, and never pushes a valid one
+out of the last ``keep``.
+
 Objects registered with ``Checkpointer(..., stateful={"data": sampler})`` (anything with
 ``state_dict()`` and ``load_state_dict()``, e.g. :class:`trainyard_trainer.data.ShardedSampler`) go
 into every checkpoint under their key, captured when ``save`` is called (before an asynchronous
@@ -44,6 +51,8 @@ from typing import Any
 
 import torch
 
+from .contract import ENV_ATTEMPT
+
 log = logging.getLogger("trainyard.checkpoint")
 
 FILE_RE = re.compile(r"^step-(\d{8,})\.pt$")
@@ -52,6 +61,7 @@ TMP_RE = re.compile(r"^\.step-(\d{8,})\.(?:pt|pt\.json)\.tmp-[0-9a-f]+$")
 PARTIAL_RE = re.compile(r"^\.step-(\d{8,})\.dcp\.partial$")
 MANIFEST_SUFFIX = ".json"
 COMPLETE_MARKER = ".trainyard-complete"
+FENCE = ".trainyard-fence.json"
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20
 
@@ -100,6 +110,19 @@ class _HashingWriter:
         self._f.flush()
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (created), held for the block: the fence's read-modify-write."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
@@ -110,19 +133,24 @@ def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via ``write(fileobj)`` to a temp file next to ``path``, fsync it and rename it over ``path``."""
+def _write_temp(path: Path, write: Callable[[Any], None]) -> Path:
+    """Write via ``write(fileobj)`` to a temp file next to ``path`` and fsync it; returns the temp."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    return tmp
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write via ``write(fileobj)`` to a temp file next to ``path``, fsync it and rename it over ``path``."""
+    os.replace(_write_temp(path, write), path)
 
 
 def snapshot_to_cpu(obj: Any) -> Any:
@@ -156,6 +184,23 @@ class Entry:
     path: Path
     manifest: Path | None  # None for DCP directories
 
+    @property
+    def attempt(self) -> int | None:
+        """The attempt that wrote it (None: written before attempts were recorded, or by hand)."""
+        meta = self.manifest if self.manifest is not None else self.path / COMPLETE_MARKER
+        try:
+            value = json.loads(meta.read_text()).get("attempt")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return int(value) if isinstance(value, int) else None
+
+
+def _env_attempt() -> int | None:
+    try:
+        return int(os.environ[ENV_ATTEMPT])
+    except (KeyError, ValueError):
+        return None
+
 
 class Checkpointer:
     """Atomic, checksummed checkpoints in ``directory``, keeping the last ``keep`` complete ones.
@@ -169,10 +214,12 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3, *, rank: int | None = None,
-                 stateful: Mapping[str, Any] | None = None):
+                 stateful: Mapping[str, Any] | None = None, attempt: int | None = None):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.directory = Path(directory)
+        self.attempt = _env_attempt() if attempt is None else int(attempt)  # None: not fenced
+        self.fenced_out = False  # a newer attempt took over: this one's saves are not written
         self.keep = int(keep)
         self._rank = rank
         self.stateful: dict[str, Any] = dict(stateful or {})
@@ -190,14 +237,15 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ listing
 
-    def entries(self) -> list[Entry]:
-        """Whole-state checkpoints whose data file exists, oldest first (validity not checked)."""
+    def entries(self, *, fenced: bool = True) -> list[Entry]:
+        """Whole-state checkpoints whose data file exists, oldest first; with ``fenced`` (the
+        default) only those the fence allows (their checksum is not checked here)."""
         out = []
         for p in self.directory.iterdir():
             m = FILE_RE.match(p.name)
             if m and p.is_file():
                 out.append(Entry(int(m.group(1)), p, p.with_name(p.name + MANIFEST_SUFFIX)))
-        return sorted(out, key=lambda e: e.step)
+        return self._allowed(sorted(out, key=lambda e: e.step)) if fenced else sorted(out, key=lambda e: e.step)
 
     def dcp_entries(self, *, complete_only: bool = True) -> list[Entry]:
         out = []
@@ -205,7 +253,54 @@ class Checkpointer:
             m = DCP_RE.match(p.name)
             if m and p.is_dir() and (not complete_only or (p / COMPLETE_MARKER).is_file()):
                 out.append(Entry(int(m.group(1)), p, None))
-        return sorted(out, key=lambda e: e.step)
+        out.sort(key=lambda e: e.step)
+        return self._allowed(out) if complete_only else out
+
+    # ------------------------------------------------------------------ fencing of superseded attempts
+
+    def fences(self) -> list[dict[str, int]]:
+        """[{"attempt": A, "from": S}, ...]: attempt A resumed from step S (0: from scratch)."""
+        try:
+            doc = json.loads((self.directory / FENCE).read_text())
+        except (OSError, ValueError):
+            return []
+        return [f for f in doc.get("fences", []) if isinstance(f, dict) and {"attempt", "from"} <= f.keys()]
+
+    def _allowed(self, entries: list[Entry]) -> list[Entry]:
+        fences = self.fences()
+        if not fences:
+            return entries
+
+        def ok(e: Entry) -> bool:
+            a = e.attempt
+            wrote = -1 if a is None else a
+            return all(e.step <= f["from"] for f in fences if f["attempt"] > wrote)
+
+        return [e for e in entries if ok(e)]
+
+    def _fence(self, resumed_from: int) -> None:
+        """This attempt starts from ``resumed_from``: older attempts' later checkpoints are void."""
+        if self.attempt is None:
+            return
+        with _locked(self.directory / (FENCE + ".lock")):
+            fences = self.fences()
+            if any(f["attempt"] >= self.attempt for f in fences):
+                return  # fenced already (by this attempt, or a newer one)
+            fences.append({"attempt": self.attempt, "from": int(resumed_from)})
+            payload = (json.dumps({"fences": fences[-64:]}, sort_keys=True) + "\n").encode()
+            _atomic_write_bytes(self.directory / FENCE, lambda f: f.write(payload))
+            fsync_dir(self.directory)
+
+    def _superseded(self) -> bool:
+        """True when a newer attempt has started: this writer must not publish any more."""
+        if self.attempt is None:
+            return False
+        if any(f["attempt"] > self.attempt for f in self.fences()):
+            if not self.fenced_out:
+                log.warning("attempt %d is superseded by a newer attempt: its checkpoints are no longer written",
+                            self.attempt)
+            self.fenced_out = True
+        return self.fenced_out
 
     def steps(self) -> list[int]:
         return [e.step for e in self.entries()]
@@ -247,6 +342,10 @@ class Checkpointer:
         state = self._with_stateful(state)  # the registered objects as they are at this call
         self._join_background()
         path = self.directory / checkpoint_name(step)
+        if self._superseded():
+            self.last_stall_s = time.perf_counter() - t0
+            return path
+        self._fence(0)  # a run that never loaded starts its trajectory here
         if asynchronous:
             snap = snapshot_to_cpu(state)
             self._thread = threading.Thread(
@@ -269,9 +368,6 @@ class Checkpointer:
     def _write(self, state: dict, step: int) -> None:
         path = self.directory / checkpoint_name(step)
         manifest = path.with_name(path.name + MANIFEST_SUFFIX)
-        # A manifest from an earlier write of the same step must not vouch for the new data.
-        with contextlib.suppress(FileNotFoundError):
-            manifest.unlink()
         box: dict[str, _HashingWriter] = {}
 
         def write_data(f) -> None:
@@ -279,13 +375,35 @@ class Checkpointer:
             torch.save(state, hw)
             box["hw"] = hw
 
-        _atomic_write_bytes(path, write_data)
+        tmp = _write_temp(path, write_data)
         hw = box["hw"]
-        doc = {"format": FORMAT_VERSION, "step": int(step), "size": hw.size, "sha256": hw.sha.hexdigest(), "time": time.time()}
+        doc = {"format": FORMAT_VERSION, "step": int(step), "size": hw.size, "sha256": hw.sha.hexdigest(),
+               "time": time.time()}
+        if self.attempt is not None:
+            doc["attempt"] = self.attempt
         payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
-        _atomic_write_bytes(manifest, lambda f: f.write(payload))
-        fsync_dir(self.directory)
+        with self._publishing() as allowed:
+            if not allowed:  # a newer attempt started while this one was writing: never publish
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                return
+            # A manifest from an earlier write of the same step must not vouch for the new data.
+            with contextlib.suppress(FileNotFoundError):
+                manifest.unlink()
+            os.replace(tmp, path)
+            _atomic_write_bytes(manifest, lambda f: f.write(payload))
+            fsync_dir(self.directory)
         self._prune(step)
+
+    @contextlib.contextmanager
+    def _publishing(self):
+        """Yields whether this writer may publish; held, the fence cannot change (a newer attempt
+        fences under the same lock), so nothing of a superseded attempt lands after the fence."""
+        if self.attempt is None:
+            yield True
+            return
+        with _locked(self.directory / (FENCE + ".lock")):
+            yield not self._superseded()
 
     def _join_background(self) -> None:
         t = self._thread
@@ -360,9 +478,19 @@ class Checkpointer:
             loaded = box[0]
         else:
             loaded = self._find_latest(map_location, weights_only)
+        if self._rank_is_0():
+            self._fence(loaded[1] if loaded is not None else 0)
         if loaded is not None:
             self.restore(loaded[0])
         return loaded
+
+    def _rank_is_0(self) -> bool:
+        if self._rank is not None:
+            return self._rank == 0
+        try:
+            return int(os.environ.get("RANK", "0")) == 0
+        except ValueError:
+            return True
 
     def _find_latest(self, map_location: Any, weights_only: bool) -> tuple[dict, int] | None:
         for entry in reversed(self.entries()):
@@ -383,8 +511,16 @@ class Checkpointer:
     # ------------------------------------------------------------------ pruning
 
     def _prune(self, just_saved: int) -> None:
-        """Keep the newest ``keep`` complete whole-state checkpoints; delete older ones and stale temps."""
+        """Keep the newest ``keep`` complete whole-state checkpoints the fence allows; delete older
+        ones, the ones the fence voids, and stale temps."""
         complete = [e for e in self.entries() if e.manifest is not None and e.manifest.is_file()]
+        allowed = {e.path for e in self.entries()}
+        for e in self.entries(fenced=False):
+            if e.path not in allowed:  # a superseded attempt's, from past where the newer one resumed
+                for p in (e.path, e.manifest):
+                    if p is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            p.unlink()
         if len(complete) > self.keep:
             oldest_kept = complete[-self.keep].step
             for e in self.entries():
@@ -483,13 +619,19 @@ class Checkpointer:
 
     def _complete_dcp(self, partial: Path, final: Path, step: int) -> None:
         doc = {"format": FORMAT_VERSION, "step": int(step), "time": time.time()}
+        if self.attempt is not None:
+            doc["attempt"] = self.attempt
         payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
-        _atomic_write_bytes(partial / COMPLETE_MARKER, lambda f: f.write(payload))
-        fsync_dir(partial)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        fsync_dir(self.directory)
+        with self._publishing() as allowed:
+            if not allowed:
+                shutil.rmtree(partial, ignore_errors=True)
+                return
+            _atomic_write_bytes(partial / COMPLETE_MARKER, lambda f: f.write(payload))
+            fsync_dir(partial)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            fsync_dir(self.directory)
         self._prune_dcp(step)
 
     def _wait_dcp(self) -> None:
@@ -520,6 +662,8 @@ class Checkpointer:
         pick = [None if choice is None else (str(choice[0]), choice[1])]
         if dist.is_available() and dist.is_initialized():
             dist.broadcast_object_list(pick, src=0)
+        if self._dist_rank() == 0:
+            self._fence(pick[0][1] if pick[0] is not None else 0)
         if pick[0] is None:
             return None
         path, step = pick[0]

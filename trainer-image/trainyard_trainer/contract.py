@@ -13,3 +13,7 @@ ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
 # Hung), after a line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.
 HUNG_EXIT_CODE = 86
 HUNG_MESSAGE_PREFIX = "Hung: "
+# The launcher's exit code when the gang broke under this worker (a peer died, the rendezvous store
+# could not be reached, the rendezvous closed or timed out): a consequence the operator does not
+# blame on this worker, and never a reason to call the training script broken.
+PEER_LOST_EXIT_CODE = 87

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .contract import HUNG_EXIT_CODE, HUNG_MESSAGE_PREFIX
+from .contract import HUNG_EXIT_CODE, HUNG_MESSAGE_PREFIX, PEER_LOST_EXIT_CODE
 from .heartbeat import ENV_DEADLINE, ENV_FILE, touch
 
 DEFAULT_JOIN_TIMEOUT = 600.0
@@ -208,6 +208,12 @@ def exit_code_from_status(returncode: int) -> int:
 
 
 _ROOT_CAUSE_RE = re.compile(r"^\s*Root Cause \(first observed failure\)")
+# What a worker (or torchrun's agent) says when the gang broke under it rather than by its own
+# fault: the rendezvous is unreachable, closed or timed out, or a peer's connection went away.
+_PEER_LOST_RE = re.compile(
+    r"Rendezvous(Connection|Closed|Timeout|State)Error|DistNetworkError|Connection (closed|reset) by peer|"
+    r"failed to recv, got 0 bytes|connectFullMesh failed|ECONNRESET|\bUNAVAILABLE\b.*(reset|closed|connect)"
+)
 _EXITCODE_RE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 
 
@@ -223,8 +229,11 @@ class RootCauseScanner:
     def __init__(self) -> None:
         self.in_root_cause = False
         self.exitcode: int | None = None
+        self.peer_lost = False  # some line said the gang broke under us
 
     def feed(self, line: str) -> None:
+        if not self.peer_lost and _PEER_LOST_RE.search(line):
+            self.peer_lost = True
         if self.exitcode is not None:
             return
         if _ROOT_CAUSE_RE.match(line):
@@ -233,14 +242,18 @@ class RootCauseScanner:
             self.exitcode = int(m.group(1))
 
 
-def final_exit_code(child_code: int, worker_exitcode: int | None = None, forwarded: int | None = None) -> int:
+def final_exit_code(child_code: int, worker_exitcode: int | None = None, forwarded: int | None = None,
+                    peer_lost: bool = False) -> int:
     """The launcher's exit code from torchrun's (shell-style) one, the root-cause worker's
-    (Popen-style: -N for signal N) if torchrun printed one, and the signal we forwarded, if any."""
+    (Popen-style: -N for signal N) if torchrun printed one, the signal we forwarded, if any, and
+    whether the output said the gang broke (then a plain error exit becomes PEER_LOST_EXIT_CODE)."""
     code = child_code
     if code == 1 and worker_exitcode is not None and worker_exitcode != 0:
         code = exit_code_from_status(worker_exitcode)
     if forwarded is not None and 0 < code < 128:
         code = 128 + forwarded
+    elif peer_lost and code == 1:
+        code = PEER_LOST_EXIT_CODE
     return code
 
 
@@ -518,7 +531,8 @@ class Launcher:
         if descendants(os.getpid()):
             self._kill_everything()
         self._join_stderr()
-        return final_exit_code(exit_code_from_status(self.child_status), self.scanner.exitcode, self.forwarded)
+        return final_exit_code(exit_code_from_status(self.child_status), self.scanner.exitcode, self.forwarded,
+                               self.scanner.peer_lost)
 
     def _join_stderr(self) -> None:
         if self._stderr_thread is not None:

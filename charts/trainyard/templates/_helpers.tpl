@@ -45,8 +45,16 @@ these rules, so a missing permission fails them. */}}
   verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services", "persistentvolumeclaims"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
+{{- end -}}
+
+{{/* Nodes are cluster-scoped: whatever namespaces it watches, the operator reads them, so that a
+lost node's workers are replaced at once (not after pod garbage collection or taint eviction). */}}
+{{- define "trainyard.nodeRules" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list", "watch"]
 {{- end -}}

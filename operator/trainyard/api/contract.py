@@ -36,6 +36,10 @@ RESERVED_ENV_PREFIXES = ("PET_", "TRAINYARD_")
 # line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.
 HUNG_EXIT_CODE = 86
 HUNG_MESSAGE_PREFIX = "Hung: "
+# trainyard-launch exits with this code when the gang broke under the worker: a peer died, the
+# rendezvous store could not be reached, the rendezvous closed or timed out. It is a consequence,
+# not the cause: the engine looks for the worker that started it.
+PEER_LOST_EXIT_CODE = 87
 
 # -- the local runtime's work directory: <workdir>/attempt-<n>/worker-<i>.log (and .heartbeat)
 ATTEMPT_DIR = "attempt-{attempt}"

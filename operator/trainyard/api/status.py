@@ -43,6 +43,15 @@ class WorkerCounts(Model):
     failed: int = Field(0, description="Pods that failed.")
 
 
+class Members(Model):
+    """Worker pods of one attempt that belong to the current gang."""
+
+    attempt: int = Field(description="Their attempt (the trainyard.dev/attempt label; pods are <job>-<attempt>-<index>).")
+    indexes: str = Field(description='Their worker indexes, as ranges: "0-3,5".', max_length=65536)
+    created: bool = Field(
+        True, description="False: their pods are yet to be created (the apiserver refused them; retried with a backoff).")
+
+
 class DistributedTrainingJobStatus(Model):
     """Observed state, written only by the operator."""
 
@@ -56,6 +65,14 @@ class DistributedTrainingJobStatus(Model):
     )
     rendezvous_attempt: int = Field(
         0, description="Attempt whose rendezvous the workers use (PET_RDZV_ID=<uid>-<n>); changes on gang restarts."
+    )
+    members: list[Members] | None = Field(
+        None, max_length=4096,
+        description=(
+            "The worker pods of the current gang that the operator has created, by attempt. A member that "
+            "disappears without the operator deleting it (a forced delete, even while the operator was down) "
+            "is seen as deleted; a worker index is never given the same pod name twice."
+        ),
     )
     backoff_until: datetime | None = Field(None, description="The next attempt's workers are created at this time.")
     start_time: datetime | None = Field(None, description="When the job (or its last resume) started.")

@@ -15,13 +15,16 @@ from ..api import DistributedTrainingJob
 from ..api import reasons as R
 from .decision import Decision, Finish
 from .plan import Plan
+from .roster import write_roster
 from .rules import RULES
-from .workers import Worker
+from .workers import Child, Worker
 
 
-def decide(job: DistributedTrainingJob, workers: list[Worker], now: datetime) -> Plan:
+def decide(job: DistributedTrainingJob, workers: list[Worker], now: datetime,
+           children: list[Child] | None = None) -> Plan:
     """The whole decision for one reconcile. Pure: same inputs, same plan."""
-    d = Decision.start(job, workers, now)
+    d = Decision.start(job, workers, now, children)
+    deleting = job.metadata.deletionTimestamp is not None
     count = True
     for rule in RULES:
         outcome = rule(d)
@@ -38,8 +41,12 @@ def decide(job: DistributedTrainingJob, workers: list[Worker], now: datetime) ->
     if count:
         d.count()
     plan = d.plan
+    if deleting:
+        return plan
+    plan.status.members = write_roster(d.roster)
     # A first gang, or a new one after a gang restart, needs its Service and claim (re-made if
-    # someone deleted them); a single replacement joins children that exist.
+    # someone deleted them); so does any gang whose children were refused or are missing.
     plan.ensure_children = bool(plan.create) and (
-        job.status.condition(R.CREATED) is None or plan.status.rendezvous_attempt != job.status.rendezvous_attempt)
+        job.status.condition(R.CREATED) is None or plan.status.rendezvous_attempt != job.status.rendezvous_attempt
+        or any(c.refusal is not None or c.exists is False for c in d.children))
     return plan

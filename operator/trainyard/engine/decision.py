@@ -12,7 +12,9 @@ from ..api.names import worker_name
 from .conditions import set_condition
 from .gang import current_gang
 from .plan import NORMAL, WARNING, Event, Launch, Plan
-from .workers import State, Worker
+from .refusals import retry_at
+from .roster import Member, read_roster
+from .workers import Child, Refusal, State, Worker
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,44 @@ class Gang:
 
     members: dict[int, Worker]  # current worker of each index below spec.workers
     surplus: list[Worker]  # current workers of indices at or above spec.workers (a scale-down)
-    superseded: list[Worker]  # workers of attempts before the current gang
+    superseded: list[Worker]  # workers of attempts before the current gang, and replaced ones
+    roster: dict[int, Member]  # index -> the current gang's pod (status.members)
 
     @classmethod
     def of(cls, job: DistributedTrainingJob, workers: list[Worker]) -> Gang:
-        current = current_gang(workers, job.status)
-        chosen = {id(w) for w in current.values()}
+        recorded = read_roster(job.status)
+        if recorded is None and job.status.phase is None:
+            recorded = {}  # a new job
+        elif recorded is None:  # a status an older operator wrote: the newest pod of each index
+            recorded = {i: Member(w.attempt) for i, w in current_gang([w for w in workers if w.exists],
+                                                                      job.status).items()}
         desired = job.spec.desired_workers
+        for w in workers:
+            # A pod of the current attempt that the status does not list was created by a decision
+            # whose status write did not happen (a refusal beside it, a crash): it is a member.
+            if w.exists and w.attempt == job.status.attempt and w.index < desired and w.index not in recorded:
+                recorded[w.index] = Member(w.attempt)
+        by_name = {w.name: w for w in workers}
+        current: dict[int, Worker] = {}
+        for index, member in sorted(recorded.items()):
+            name = worker_name(job.metadata.name, member.attempt, index)
+            seen = by_name.get(name)
+            if seen is not None and (seen.exists or not member.created):
+                current[index] = seen
+            elif member.created:
+                # A member the operator created and did not delete, that no longer exists, was deleted
+                # by someone else: seen even when the deletion happened while the operator was down.
+                current[index] = Worker(name, index, member.attempt, State.PENDING).vanished()
+            else:
+                current[index] = Worker(name, index, member.attempt, State.PENDING, exists=False)
+        chosen = {w.name for w in current.values()}
         return cls(
             members={i: w for i, w in current.items() if i < desired},
             surplus=[w for i, w in current.items() if i >= desired],
-            # Pods of a later attempt come from a decision whose status write was lost: leave them be,
-            # the same decision is about to be made again and will find them.
-            superseded=[w for w in workers if id(w) not in chosen and w.attempt <= job.status.attempt],
+            # Pods of the current or a later attempt come from a decision whose status write was lost:
+            # leave them be, the same decision is about to be made again and will find them.
+            superseded=[w for w in workers if w.name not in chosen and w.attempt < job.status.attempt and w.exists],
+            roster=recorded,
         )
 
 
@@ -62,16 +89,25 @@ class Decision:
     workers: list[Worker]
     now: datetime
     gang: Gang
+    children: list[Child] = field(default_factory=list)
     plan: Plan = field(init=False)
+    roster: dict[int, Member] = field(init=False)  # the members the new status records
+    refusals: dict[str, Refusal] = field(init=False)  # pods whose creation the apiserver refused, by name
 
     def __post_init__(self) -> None:
         status = self.job.status.model_copy(deep=True)
         status.observed_generation = self.job.metadata.generation
         self.plan = Plan(status=status)
+        self.roster = dict(self.gang.roster)
+        for w in [*self.gang.members.values(), *self.gang.surplus]:
+            if w.exists and not self.roster[w.index].created:
+                self.roster[w.index] = Member(w.attempt)  # its pod came to exist: a retry got through
+        self.refusals = {w.name: w.refusal for w in self.workers if w.refusal is not None}
 
     @classmethod
-    def start(cls, job: DistributedTrainingJob, workers: list[Worker], now: datetime) -> Decision:
-        return cls(job, list(workers), now, Gang.of(job, list(workers)))
+    def start(cls, job: DistributedTrainingJob, workers: list[Worker], now: datetime,
+              children: list[Child] | None = None) -> Decision:
+        return cls(job, list(workers), now, Gang.of(job, list(workers)), list(children or []))
 
     @property
     def spec(self) -> DistributedTrainingJobSpec:
@@ -90,24 +126,41 @@ class Decision:
 
     def delete(self, workers: list[Worker]) -> None:
         for w in workers:
-            if w.state != State.VANISHED and w.name not in self.plan.delete:
+            member = self.roster.get(w.index)
+            if member is not None and member.attempt == w.attempt:
+                del self.roster[w.index]
+            if w.state != State.VANISHED and w.exists and w.name not in self.plan.delete:
                 self.plan.delete.append(w.name)
 
     def launch(self, index: int, attempt: int) -> None:
-        self.plan.create.append(Launch(worker_name(self.job.metadata.name, attempt, index), index, attempt,
-                                       self.status.rendezvous_attempt))
+        """Worker `index` is a member now, at `attempt`; its pod is created, unless the apiserver
+        refused that pod and the retry is not due yet (then the member waits, recorded as such)."""
+        name = worker_name(self.job.metadata.name, attempt, index)
+        refusal = self.refusals.get(name)
+        if refusal is not None and (refusal.permanent or self.now < retry_at(refusal)):
+            self.roster[index] = Member(attempt, created=False)
+            if not refusal.permanent:
+                self.wake_at(retry_at(refusal))
+            return
+        self.plan.create.append(Launch(name, index, attempt, self.status.rendezvous_attempt))
+        self.roster[index] = Member(attempt)
+
+    def child(self, kind: str) -> Child | None:
+        return next((c for c in self.children if c.kind == kind), None)
 
     def wake_at(self, when: datetime | None) -> None:
         self.plan.wake_at(self.now, when)
 
     def count(self) -> None:
-        ms = list(self.gang.members.values())
+        """The current gang's pods as they are after this plan (its deletions done)."""
+        ms = [w for w in self.gang.members.values() if w.state != State.VANISHED]
+        gone = set(self.plan.delete)
         self.status.workers = WorkerCounts(
             desired=self.spec.desired_workers,
-            active=sum(w.active for w in ms),
-            ready=sum(w.state == State.RUNNING and w.ready for w in ms),
+            active=sum(w.active and w.name not in gone for w in ms),
+            ready=sum(w.state == State.RUNNING and w.ready and w.name not in gone for w in ms),
             succeeded=sum(w.state == State.SUCCEEDED for w in ms),
-            failed=sum(w.failed for w in ms),
+            failed=sum(w.state == State.FAILED for w in ms),
         )
 
     # -- ending the job

@@ -3,7 +3,7 @@ TRAINYARD_* (names in `trainyard.api.contract`)."""
 
 from __future__ import annotations
 
-from ..api import DistributedTrainingJob
+from ..api import DistributedTrainingJob, RestartScope
 from ..api import contract as C
 from ..api.names import rendezvous_id
 from .plan import Launch
@@ -37,6 +37,10 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, 
     ]
     if checkpoint_dir is not None:
         env.append((C.ENV_CHECKPOINT_DIR, checkpoint_dir))
+    if spec.failure_policy.restart_scope == RestartScope.WORKER:
+        # A replacement joins the survivors' rendezvous; torch 2.13's agents share its TCP store with
+        # the workers and then wait on a key the replacement never writes (pytorch#135712, #147064).
+        env.append(("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"))
     deadline = spec.run_policy.progress_deadline_seconds
     if deadline is not None and heartbeat_file is not None:
         env.append((C.ENV_HEARTBEAT_FILE, heartbeat_file))

@@ -21,11 +21,12 @@ class Fault:
     vanished: bool = False
     reason: str = ""
     message: str = ""
+    peer_lost: bool = False  # a consequence: the gang broke under this worker
 
     @classmethod
     def of(cls, w: Worker) -> Fault:
         return cls(w.index, w.name, w.exit_code, w.oom, w.hung, w.disruption, w.state == State.VANISHED, w.reason,
-                   w.message)
+                   w.message, w.peer_lost)
 
     def describe(self) -> str:
         who = f"worker {self.index} (pod {self.pod})"
@@ -38,6 +39,9 @@ class Fault:
         if self.oom:
             return (f"{who} was OOM-killed (exit code {self.exit_code}); "
                     "raise the trainer container's memory limit or lower the batch size")
+        if self.peer_lost:
+            return (f"{who} lost its gang (exit code {self.exit_code}): a peer failed or the rendezvous store could "
+                    "not be reached, and no other worker's failure explains it")
         return f"{who} exited with code {self.exit_code}" + (f" ({self.reason})" if self.reason else "")
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 from ..api import DistributedTrainingJobStatus
+from .roster import read_roster
 
 
 class _Member(Protocol):
@@ -21,12 +22,17 @@ W = TypeVar("W", bound=_Member)  # an engine Worker, an SDK WorkerInfo
 
 
 def current_gang(workers: Iterable[W], status: DistributedTrainingJobStatus) -> dict[int, W]:
-    """The newest worker of each index among the attempts since the last gang restart
-    (status.rendezvousAttempt .. status.attempt), by index. Workers of a later attempt come from a
-    decision whose status write was lost; they are not current until it is made again."""
+    """The member of each index, by index: the worker whose attempt status.members records for
+    it. For a status an older operator wrote (no members), the newest worker of each index among
+    the attempts since the last gang restart (status.rendezvousAttempt .. status.attempt)."""
+    roster = read_roster(status)
     current: dict[int, W] = {}
     for w in workers:
-        in_gang = status.rendezvous_attempt <= w.attempt <= status.attempt
-        if in_gang and (w.index not in current or w.attempt > current[w.index].attempt):
+        if roster is not None:
+            member = roster.get(w.index)
+            if member is not None and member.attempt == w.attempt:
+                current[w.index] = w
+        elif status.rendezvous_attempt <= w.attempt <= status.attempt and (
+                w.index not in current or w.attempt > current[w.index].attempt):
             current[w.index] = w
     return dict(sorted(current.items()))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from ..api import reasons
+from ..api import contract, reasons
 
 
 class State(StrEnum):
@@ -19,6 +19,23 @@ class State(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     VANISHED = "Vanished"  # gone without the operator deleting it (force delete, node garbage collection)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The apiserver refused to create an object (a worker's pod, the Service, the claim)."""
+
+    code: int  # the HTTP status: 422 Invalid, 400 BadRequest, 403 Forbidden (quota, admission), 409, 5xx
+    reason: str  # the apiserver's reason: Invalid, BadRequest, Forbidden, AlreadyExists, ...
+    message: str  # the apiserver's own message, which names the field or the quota
+    first_at: datetime  # the first refusal in a row
+    last_at: datetime  # the latest
+    count: int = 1  # refusals in a row
+
+    @property
+    def permanent(self) -> bool:
+        """The object itself is wrong (a field, a value): sending it again cannot help."""
+        return self.code in (400, 422)
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,15 @@ class Worker:
     finished_at: datetime | None = None
     # newest heartbeat, for backends that can see it (the local runtime); None when unknown
     last_progress: datetime | None = None
+    # it has reported training progress since it started; None: this backend cannot tell
+    training: bool | None = None
+    node: str = ""
+    # its node has not been Ready since then (the Kubernetes driver reads the Node)
+    node_unready_since: datetime | None = None
+    # False: its pod does not exist yet (the apiserver refused it, or a retry is due); then
+    # `refusal` says why, when this backend knows
+    exists: bool = True
+    refusal: Refusal | None = None
 
     @property
     def active(self) -> bool:
@@ -48,6 +74,26 @@ class Worker:
     def failed(self) -> bool:
         return self.state in (State.FAILED, State.VANISHED)
 
+    @property
+    def peer_lost(self) -> bool:
+        """It failed because the gang broke (a peer died, the rendezvous failed): a consequence."""
+        return self.state == State.FAILED and self.exit_code == contract.PEER_LOST_EXIT_CODE
+
     def vanished(self) -> Worker:
+        """This worker, gone without the operator deleting it; a finished one keeps its outcome."""
+        if self.state in (State.SUCCEEDED, State.FAILED):
+            return self
         return replace(self, state=State.VANISHED, ready=False, disruption=reasons.POD_DELETED,
                        reason=reasons.POD_DELETED, message=f"pod {self.name} was deleted")
+
+
+@dataclass(frozen=True)
+class Child:
+    """The job's Service or checkpoint claim, as the backend sees it."""
+
+    kind: str  # "Service" or "PersistentVolumeClaim"
+    name: str
+    exists: bool | None = None  # None: this backend does not know
+    phase: str = ""  # a claim's phase: Pending, Bound, Lost
+    message: str = ""  # why a claim is not bound (the provisioner's or the binder's latest warning)
+    refusal: Refusal | None = None  # the apiserver refused to create it

@@ -1,20 +1,32 @@
 """The Kubernetes backend of one job: its workers are the pods the index holds (plus what the
-expectations know the watch has not shown yet), and a plan becomes API calls."""
+expectations know the watch has not shown yet), and a plan becomes API calls. What the apiserver
+refuses to create is remembered as a Refusal and fed back to the engine, which reports it."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from .. import api
-from ..engine.plan import Plan
-from ..engine.workers import Worker
-from .client import KubeClient, api_message
+from ..api import reasons as R
+from ..api.names import claim_name, service_name
+from ..engine.backend import Applied
+from ..engine.plan import Launch, Plan
+from ..engine.refusals import retry_at
+from ..engine.workers import Child, Refusal, State, Worker
+from .client import KubeClient, api_message, api_reason
 from .expectations import Expectations
 from .manifests import checkpoint_claim, headless_service, worker_pod
+from .nodes import NodeState
+
+SERVICE, CLAIM = "Service", "PersistentVolumeClaim"
+CLAIM_LOOKUP_SECONDS = 10.0  # how often a pending claim's state and latest warning are read
 
 
 def status_body(status: api.DistributedTrainingJobStatus) -> dict[str, Any]:
@@ -23,64 +35,184 @@ def status_body(status: api.DistributedTrainingJobStatus) -> dict[str, Any]:
 
 
 def _message(err: BaseException) -> str:
-    return api_message(err) if isinstance(err, ApiException) else str(err)
+    return api_message(err) if isinstance(err, ApiException) else f"{type(err).__name__}: {err}"
 
 
 class KubeBackend:
     def __init__(self, client: KubeClient, indexed: Callable[[], list[tuple[str, Worker]]],
-                 expectations: Expectations | None = None, log: logging.Logger | logging.LoggerAdapter | None = None):
+                 expectations: Expectations | None = None, log: logging.Logger | logging.LoggerAdapter | None = None,
+                 nodes: Callable[[], dict[str, NodeState] | None] | None = None):
         self.client = client
         self.indexed = indexed  # (controller owner uid, worker) of every pod labelled with the job's name
         self.expectations = expectations or Expectations()
         self.log = log or logging.getLogger("trainyard.kube")
+        self.nodes = nodes or (lambda: None)
+        self.refused: dict[str, tuple[Launch | None, Refusal]] = {}  # by pod name, or by child kind
+        self.claim: Child | None = None
+        self.made: set[tuple[str, int]] = set()  # (kind, rendezvous attempt): children made for that gang
+        self._claim_read = 0.0
+        self._lost_nodes: set[str] = set()
 
-    def observe(self, job: api.DistributedTrainingJob) -> list[Worker]:
+    # -- observe
+    def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
         # A pod of a deleted job of the same name (its GC still pending) is not ours.
-        seen = [w for owner, w in self.indexed() if owner == job.metadata.uid]
-        return self.expectations.workers(seen)
+        seen = self.expectations.workers(w for owner, w in self.indexed() if owner == job.metadata.uid)
+        seen = self._with_nodes(seen, (job.spec.template.get("spec") or {}).get("nodeName"))
+        names = {w.name for w in seen}
+        refused = [Worker(name, launch.index, launch.attempt, State.PENDING, exists=False, refusal=refusal)
+                   for name, (launch, refusal) in self.refused.items() if launch is not None and name not in names]
+        children = [Child(kind, name, exists=False, refusal=refusal) for kind, (launch, refusal) in self.refused.items()
+                    if launch is None for name in [self._child_name(job, kind)]]
+        if job.spec.checkpoint is not None and job.spec.checkpoint.created_claim and CLAIM not in self.refused \
+                and any(w.state == State.PENDING and w.reason == R.UNSCHEDULABLE for w in seen):
+            children.append(self._claim_state(job))
+        return seen + refused, children
 
-    def apply(self, job: api.DistributedTrainingJob, plan: Plan) -> bool:
+    def _with_nodes(self, workers: list[Worker], pinned: str | None) -> list[Worker]:
+        """Workers on a node that is gone are lost at once; on an unready one, from when it stopped
+        being Ready (the engine waits a grace before it counts them lost). A node the template pins
+        (spec.nodeName) that does not exist is the template's mistake, not a disruption."""
+        nodes = self.nodes()
+        if nodes is None:
+            return workers
+        out, self._lost_nodes = [], set()
+        for w in workers:
+            if not w.node or not w.active:
+                out.append(w)
+                continue
+            node = nodes.get(w.node)
+            if node is None and w.node == pinned:
+                out.append(replace(w, state=State.PENDING, ready=False, reason=R.NODE_NOT_FOUND,
+                                   message=f"spec.template.spec.nodeName is {pinned!r}, and no such node exists"))
+            elif node is None:
+                self._lost_nodes.add(w.node)
+                out.append(replace(w, state=State.FAILED, ready=False, disruption=R.NODE_LOST, reason=R.NODE_LOST,
+                                   message=f"node {w.node} was deleted"))
+            elif not node.ready:
+                self._lost_nodes.add(w.node)
+                out.append(replace(w, node_unready_since=node.since or datetime.now(UTC)))
+            else:
+                out.append(w)
+        return out
+
+    @staticmethod
+    def _child_name(job: api.DistributedTrainingJob, kind: str) -> str:
+        return service_name(job.metadata.name) if kind == SERVICE else claim_name(job.metadata.name)
+
+    def _claim_state(self, job: api.DistributedTrainingJob) -> Child:
+        """The checkpoint claim's phase and, when it is not bound, its latest warning (the binder's
+        or the provisioner's reason), read at most every CLAIM_LOOKUP_SECONDS."""
+        name = claim_name(job.metadata.name)
+        if self.claim is None or time.monotonic() - self._claim_read > CLAIM_LOOKUP_SECONDS:
+            self._claim_read = time.monotonic()
+            try:
+                phase, message = self.client.claim_state(job.metadata.namespace, name)
+                self.claim = Child(CLAIM, name, exists=phase is not None, phase=phase or "", message=message)
+            except ApiException as e:
+                self.log.warning("reading claim %s failed: %s", name, api_message(e))
+                self.claim = Child(CLAIM, name)
+        return self.claim
+
+    # -- apply
+    def apply(self, job: api.DistributedTrainingJob, plan: Plan) -> Applied:
         """Deletes first, so the old gang is told to stop before its successor is created; then
-        the children, the pods and the status write run concurrently: every pod name is a function
-        of the attempt, and counters only change through the status, so a lost status write (a
-        crash, a conflict) makes the next reconcile re-decide the same, find the same pods and
-        count nothing twice. Events are posted once the status write has succeeded."""
+        the children and the pods. Only if every creation succeeded is the status written (it
+        counts the new pods as members); a refusal is remembered and the engine decides again.
+        Events are posted once the status write has succeeded."""
         meta, client = job.metadata, self.client
-        failed = False
+        outcome = Applied.DONE
 
         to_delete = self.expectations.expect_deleted(plan.delete)
-        for err in client.delete_workers(meta.namespace, to_delete):
+        force = {w.name for owner, w in self.indexed() if w.node in self._lost_nodes}
+        for err in client.delete_workers(meta.namespace, to_delete, force=force):
             self.log.warning("deleting a worker failed: %s", _message(err))
-            failed = True
+            outcome = Applied.RETRY_SOON
 
-        status_write = None
+        refused = self._create(job, plan)
+        if refused:
+            return Applied.DECIDE_AGAIN
+
         new_status = status_body(plan.status)
         if new_status != status_body(job.status):
-            status_write = client.pool.submit(client.patch_status, meta.namespace, meta.name, meta.resourceVersion,
-                                              new_status)
-        if plan.create:
-            children = None
-            if plan.ensure_children:
-                manifests = [headless_service(job)]
-                if (claim := checkpoint_claim(job)) is not None:
-                    manifests.append(claim)
-                children = client.pool.submit(client.create_all, manifests)
-            job_now = job.model_copy(update={"status": plan.status})
-            self.expectations.expect_created(plan.create)
-            for name, err in client.create_all([worker_pod(job_now, launch) for launch in plan.create]).items():
-                self.log.warning("creating worker %s failed: %s", name, _message(err))
-                self.expectations.creation_failed(name)
-                failed = True
-            if children is not None:
-                for name, err in children.result().items():
-                    self.log.warning("creating %s failed: %s", name, _message(err))
-                    failed = True
-
-        if status_write is not None:
-            status_write.result()  # raises Conflict: the caller reads the job again and decides again
+            client.patch_status(meta.namespace, meta.name, meta.resourceVersion, new_status)  # raises Conflict
         if plan.events:
             client.post_events(meta, plan.events)
         if plan.delete_job:
             client.delete_job(meta.namespace, meta.name)
         self.expectations.forget_before(plan.status.rendezvous_attempt)
-        return failed
+        return outcome
+
+    def _create(self, job: api.DistributedTrainingJob, plan: Plan) -> bool:
+        """Creates the children the plan needs and its pods, in parallel; True if any was refused."""
+        manifests: list[tuple[Launch | None, str, dict[str, Any] | BaseException]] = []
+        now = datetime.now(UTC)
+        if plan.ensure_children:
+            for kind, build in ((SERVICE, headless_service), (CLAIM, checkpoint_claim)):
+                if kind in self.refused and now < retry_at(self.refused[kind][1]):
+                    continue
+                if (kind, plan.status.rendezvous_attempt) in self.made:
+                    continue  # this gang's are made (a decision after a refusal needs them no more)
+                manifest = build(job)
+                if manifest is not None:
+                    manifests.append((None, kind, manifest))
+        job_now = job.model_copy(update={"status": plan.status})
+        for launch in plan.create:
+            try:
+                manifests.append((launch, launch.name, worker_pod(job_now, launch)))
+            except Exception as e:  # noqa: BLE001 - a template the builder cannot use is the user's to fix
+                manifests.append((launch, launch.name, _Refused(f"the pod template cannot be used: {e}")))
+        if not manifests:
+            return False
+        self.expectations.expect_created(launch for launch, _, m in manifests if launch is not None)
+        buildable = [m for _, _, m in manifests if isinstance(m, dict)]
+        results = self.client.create_all(buildable) if buildable else {}
+        any_refused = False
+        for launch, key, m in manifests:
+            err = m if isinstance(m, BaseException) else None
+            if isinstance(m, dict):
+                result = results[m["metadata"]["name"]]
+                err = result if isinstance(result, BaseException) else None
+                if result is False:  # it existed: from an earlier try of ours, or someone else's
+                    err = self._foreign(job, m)
+            if err is None:
+                self.refused.pop(key, None)
+                if launch is None:
+                    self.made.add((key, plan.status.rendezvous_attempt))
+                continue
+            any_refused = True
+            if launch is not None:
+                self.expectations.creation_failed(launch.name)
+            self._refuse(launch, key, err, now)
+        return any_refused
+
+    def _foreign(self, job: api.DistributedTrainingJob, manifest: dict[str, Any]) -> BaseException | None:
+        """The name is taken; if the object is not this job's, say so (a retained claim has no owner)."""
+        if manifest["kind"] == CLAIM and job.spec.checkpoint is not None and job.spec.checkpoint.retain:
+            return None
+        owners = self.client.owners(manifest)
+        if owners is None or job.metadata.uid in owners:
+            return None
+        return _Conflict(f"{manifest['kind']} {manifest['metadata']['name']} already exists and does not belong to "
+                         f"this job (owners: {', '.join(owners) or 'none'}); delete it or rename the job")
+
+    def _refuse(self, launch: Launch | None, key: str, err: BaseException, now: datetime) -> None:
+        if isinstance(err, _Refused):
+            code, reason, message = err.code, err.reason, str(err)
+        elif isinstance(err, ApiException) and err.status:
+            code, reason, message = err.status, api_reason(err), api_message(err)
+        else:  # the apiserver could not be reached: it may heal
+            code, reason, message = 503, "Unavailable", _message(err)
+        previous = self.refused.get(key)
+        first, count = (previous[1].first_at, previous[1].count + 1) if previous else (now, 1)
+        self.refused[key] = (launch, Refusal(code, reason, message, first, now, count))
+        self.log.warning("creating %s was refused (%s %s): %s", key, code, reason, message)
+
+
+class _Refused(Exception):
+    code = 422
+    reason = "Invalid"
+
+
+class _Conflict(_Refused):
+    code = 409
+    reason = "AlreadyExists"

@@ -41,6 +41,14 @@ def api_message(e: ApiException) -> str:
         return str(e.reason)
 
 
+def api_reason(e: ApiException) -> str:
+    """The Status reason (Invalid, Forbidden, AlreadyExists, ...), else the HTTP reason phrase."""
+    try:
+        return json.loads(e.body)["reason"] or str(e.reason)
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
+
+
 def counted(verb: str, resource: str, fn, *args, **kwargs):
     """Calls the API and counts the request by verb, resource and status code."""
     try:
@@ -57,7 +65,9 @@ class Conflict(Exception):
 
 
 class KubeClient:
-    def __init__(self, api_client: client.ApiClient, parallelism: int = 32):
+    def __init__(self, api_client: client.ApiClient, parallelism: int = 32, request_timeout: float = 60.0):
+        self.api = api_client
+        self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="trainyard-api")
@@ -85,29 +95,79 @@ class KubeClient:
                 raise Conflict(name) from e
             raise
 
+    def send(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> int:
+        """One request as written: the client's generated methods validate a body against their own
+        models before sending it, and refuse valid pods (`cpu: 1`, an extended resource, a field
+        newer than the client); only the apiserver judges here. Returns the status; raises
+        ApiException for an error answer, as the generated methods do."""
+        method_, url, headers, data, post = self.api.param_serialize(
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            header_params={"Content-Type": "application/json", "Accept": "application/json"}, body=body,
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method_, url, headers, data, post, _request_timeout=self.request_timeout)
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=resp.data.decode(errors="replace"), data=None)
+        return resp.status
+
     def create(self, manifest: dict[str, Any]) -> bool:
         """Creates a pod, Service or claim; False if it already existed (idempotent re-runs after a
-        restart: every name is a function of the job and the attempt)."""
-        fn = {"Pod": self.core.create_namespaced_pod, "Service": self.core.create_namespaced_service,
-              "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim}[manifest["kind"]]
+        restart: every name is a function of the job and the attempt). Strict field validation:
+        a misspelt template field is refused, and the apiserver's answer names it."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        plural = {"Pod": "pods", "Service": "services", "PersistentVolumeClaim": "persistentvolumeclaims"}[kind]
         try:
-            counted("create", manifest["kind"].lower() + "s", fn, manifest["metadata"]["namespace"], manifest,
-                    field_manager=FIELD_MANAGER)
+            counted("create", plural, self.send, "POST", f"/api/v1/namespaces/{meta['namespace']}/{plural}", manifest,
+                    {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"})
             return True
         except ApiException as e:
             if e.status == 409:
                 return False
             raise
 
-    def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, BaseException]:
-        """Creates in parallel; returns the ones that failed, by name."""
+    def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, bool | BaseException]:
+        """Creates in parallel; by name: True created, False it existed, or what went wrong."""
         futures = {m["metadata"]["name"]: self.pool.submit(self.create, m) for m in manifests}
-        return {name: e for name, f in futures.items() if (e := f.exception()) is not None}
+        return {name: e if (e := f.exception()) is not None else f.result() for name, f in futures.items()}
 
-    def delete_workers(self, namespace: str, names: list[str]) -> list[Exception]:
+    def owners(self, manifest: dict[str, Any]) -> list[str] | None:
+        """The uids of an existing object's owners, or None if it is gone."""
+        meta = manifest["metadata"]
+        read = {"Pod": self.core.read_namespaced_pod, "Service": self.core.read_namespaced_service,
+                "PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim}[manifest["kind"]]
+        try:
+            obj = counted("get", manifest["kind"].lower() + "s", read, meta["name"], meta["namespace"])
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return [o.uid for o in obj.metadata.owner_references or []]
+
+    def claim_state(self, namespace: str, name: str) -> tuple[str | None, str]:
+        """A claim's phase (None: it does not exist) and, if it is not Bound, its newest warning."""
+        try:
+            claim = counted("get", "persistentvolumeclaims", self.core.read_namespaced_persistent_volume_claim,
+                            name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None, f"claim {name} does not exist"
+            raise
+        phase = (claim.status.phase if claim.status else None) or "Pending"
+        if phase == "Bound":
+            return phase, ""
+        events = counted("list", "events", self.core.list_namespaced_event, namespace,
+                         field_selector=f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}").items
+        warnings = sorted((e for e in events if e.type == "Warning"),
+                          key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        return phase, (f"{warnings[-1].reason}: {warnings[-1].message}" if warnings else "")
+
+    def delete_workers(self, namespace: str, names: list[str], force: set[str] = frozenset()) -> list[Exception]:
+        """Deletes pods in parallel; those in `force` at once (their node is gone or unready: no
+        kubelet will run a graceful termination, and the pod must not linger Terminating)."""
         def one(name: str) -> None:
             try:
-                counted("delete", "pods", self.core.delete_namespaced_pod, name, namespace)
+                kw = {"grace_period_seconds": 0} if name in force else {}
+                counted("delete", "pods", self.core.delete_namespaced_pod, name, namespace, **kw)
             except ApiException as e:
                 if e.status != 404:
                     raise

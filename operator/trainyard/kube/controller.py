@@ -22,6 +22,7 @@ from ..api.names import LABEL_JOB_NAME
 from . import metrics
 from .client import KubeClient, load_config
 from .loop import Loops
+from .nodes import node_state
 from .pods import from_pod
 
 # Reconciles run in threads (the official client is synchronous); the default pool of
@@ -30,7 +31,8 @@ RECONCILE_THREADS = 32
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pods: kopf.Index, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pods: kopf.Index,
+                    node_states: kopf.Index, **_: Any) -> None:
     settings.persistence.finalizer = "trainyard.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainyard.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trainyard.dev")
@@ -42,7 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pod
         concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="trainyard-reconcile"))
     if "loops" not in memo:
         memo["loops"] = Loops(KubeClient(load_config(memo.get("kubeconfig"))))
-    memo["loops"].index = worker_pods  # kopf fills it before any resource handler runs
+    memo["loops"].index = worker_pods  # kopf fills these before any resource handler runs
+    memo["loops"].node_index = node_states
     if memo.get("metrics_port"):
         metrics.serve(int(memo["metrics_port"]))
 
@@ -65,6 +68,17 @@ async def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, 
     if event.get("type") == "DELETED" and (worker := from_pod(dict(body))) is not None:
         loop.expectations.vanished(worker)  # the engine decides if that matters
     loop.wake()
+
+
+@kopf.index("nodes")
+async def node_states(name: str, body: kopf.Body, **_: Any) -> dict:
+    return {name: node_state(dict(body))}
+
+
+@kopf.on.event("nodes")
+async def node_event(event: dict, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    ready = None if event.get("type") == "DELETED" else node_state(dict(body)).ready
+    memo["loops"].node_changed(name, ready)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)

@@ -47,6 +47,8 @@ class Expectations:
         """A pod's DELETED event: someone else deleted it (or a node went away), unless we did."""
         if worker.name not in self.deleted:
             self.tombstones[worker.name] = worker.vanished()
+        # A deletion never hides behind a creation the watch had not shown yet.
+        self.created.pop(worker.name, None)
 
     def workers(self, seen: Iterable[Worker]) -> list[Worker]:
         """The workers to decide on: what the index shows, plus creations it does not show yet and

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .. import api
 from ..api import reasons as R
 from ..api.errors import validation_message
-from ..engine import reconcile
+from ..engine import Applied, reconcile
 from ..engine.conditions import set_condition
 from ..engine.plan import Event, Plan
 from ..engine.workers import Worker
@@ -31,6 +31,7 @@ from . import metrics
 from .backend import KubeBackend, status_body
 from .client import Conflict, KubeClient, api_message
 from .expectations import Expectations
+from .nodes import NodeState
 
 log = logging.getLogger("trainyard.controller")
 
@@ -66,6 +67,7 @@ class JobLoop:
     name: str
     client: KubeClient
     indexed: Callable[[], list[tuple[str, Worker]]]
+    nodes: Callable[[], dict[str, NodeState] | None] = lambda: None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     requeue: float | None = None
@@ -78,12 +80,17 @@ class JobLoop:
 
     def __post_init__(self) -> None:
         self.log = job_logger(self.namespace, self.name)
-        self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log)
+        self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log, self.nodes)
 
     def wake(self) -> None:
         if not self.wakeup.is_set():
             self.woken_at = time.monotonic()
             self.wakeup.set()
+
+    def next_wait(self) -> float:
+        """Seconds until the next reconcile without an event: the plan's wake-up, and never longer
+        than the resync, which stays a safety net even while a deadline hours away is pending."""
+        return RESYNC_SECONDS if self.requeue is None else min(self.requeue, RESYNC_SECONDS)
 
     def reconcile(self) -> float | None:
         """One reconcile of the job (in a thread). Returns when to look again (seconds), or None."""
@@ -102,12 +109,14 @@ class JobLoop:
                                             [Event("Warning", R.INVALID_SPEC, body["message"])])
                 return None
             try:
-                plan, retry_soon = reconcile(job, self.backend, now)
+                plan, applied = reconcile(job, self.backend, now)
             except Conflict:
                 self.log.debug("conflict writing the status; deciding again")
                 continue
+            if applied == Applied.DECIDE_AGAIN:
+                continue  # a creation was refused: decide with it known, and write that status
             self.record(job, plan)
-            if retry_soon:
+            if applied == Applied.RETRY_SOON:
                 return min(plan.requeue_after or 1.0, 1.0)
             return plan.requeue_after
         return 1.0
@@ -115,9 +124,8 @@ class JobLoop:
     async def run(self, loops: Loops) -> None:
         key = (self.namespace, self.name)
         while True:
-            timeout = self.requeue if self.requeue is not None else RESYNC_SECONDS
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=timeout)
+                await asyncio.wait_for(self.wakeup.wait(), timeout=self.next_wait())
             self.wakeup.clear()
             started = time.monotonic()
             try:
@@ -178,7 +186,9 @@ class Loops:
 
     client: KubeClient
     index: Any = None  # the kopf index of pods by job, bound at startup
+    node_index: Any = None  # the kopf index of node states by name, bound at startup
     loops: dict[tuple[str, str], JobLoop] = field(default_factory=dict)
+    node_ready: dict[str, bool | None] = field(default_factory=dict)
 
     def get(self, key: tuple[str, str]) -> JobLoop | None:
         return self.loops.get(key)
@@ -186,12 +196,30 @@ class Loops:
     def indexed(self, key: tuple[str, str]) -> Callable[[], list[tuple[str, Worker]]]:
         return lambda: list(self.index.get(key, [])) if self.index is not None else []
 
+    def nodes(self) -> dict[str, NodeState] | None:
+        """Every node's state (None: nodes are not watched, so no worker is judged by its node)."""
+        if self.node_index is None:
+            return None
+        return {name: next(iter(states)) for name, states in self.node_index.items()}
+
+    def node_changed(self, node: str, ready: bool | None) -> None:
+        """A node's readiness changed, or it went away (None): wake every job with a worker on it.
+        Heartbeats that change nothing wake nobody."""
+        if node in self.node_ready and self.node_ready[node] == ready:
+            return
+        self.node_ready[node] = ready
+        if ready is None:
+            del self.node_ready[node]
+        for key, loop in list(self.loops.items()):
+            if any(w.node == node for _, w in self.indexed(key)()):
+                loop.wake()
+
     def wake(self, namespace: str, name: str) -> JobLoop:
         """Wakes the job's loop, starting it on the job's first event."""
         key = (namespace, name)
         loop = self.loops.get(key)
         if loop is None:
-            loop = JobLoop(namespace, name, self.client, self.indexed(key))
+            loop = JobLoop(namespace, name, self.client, self.indexed(key), self.nodes)
             loop.task = asyncio.create_task(loop.run(self), name=f"trainyard:{namespace}/{name}")
             self.loops[key] = loop
         loop.wake()

@@ -58,6 +58,7 @@ def from_pod(pod: dict[str, Any], trainer: str = TRAINER_CONTAINER) -> Worker | 
         attempt=attempt,
         state=State.PENDING,
         created_at=_ts(meta.get("creationTimestamp")),
+        node=(pod.get("spec") or {}).get("nodeName") or "",
     )
 
     disruption = _DISRUPTION_POD_REASONS.get(status.get("reason") or "")
@@ -82,7 +83,9 @@ def from_pod(pod: dict[str, Any], trainer: str = TRAINER_CONTAINER) -> Worker | 
         if code == 0:
             return replace(base, state=State.SUCCEEDED, exit_code=0, reason=(terminated or {}).get("reason") or "",
                            finished_at=_ts((terminated or {}).get("finishedAt")))
-        oom = (terminated or {}).get("reason") == "OOMKilled" or code == 137
+        # The kubelet says OOMKilled for a cgroup OOM kill; a bare 137 is a SIGKILL (kill -9, a
+        # preStop), which is a signal like any other, not a memory problem.
+        oom = (terminated or {}).get("reason") == "OOMKilled"
         hung = code == contract.HUNG_EXIT_CODE
         return replace(
             base, state=State.FAILED, exit_code=code, oom=oom, hung=hung,

@@ -20,9 +20,10 @@ import psutil
 
 from ..api import DistributedTrainingJob, contract, progress, trainer_container
 from ..api.template import TRAINER_CONTAINER
+from ..engine.backend import Applied
 from ..engine.env import worker_env
 from ..engine.plan import Event, Launch, Plan
-from ..engine.workers import State, Worker
+from ..engine.workers import Child, Refusal, State, Worker
 from .processes import alive, free_port, kill_tree
 
 STOP_GRACE_SECONDS = 5.0
@@ -39,6 +40,7 @@ class LocalWorker:
     tree: list[psutil.Process] = field(default_factory=list)
     progress: str = ""  # the newest progress line, for the live view
     step: int | None = None  # the newest training step
+    training: bool = False  # a progress line has come: the trainer is past its start-up
     _offset: int = 0
 
     def read_new_lines(self) -> list[str]:
@@ -57,6 +59,7 @@ class LocalWorker:
             p = progress.parse_line(line)
             if p is not None:
                 self.progress = line[line.index(progress.PREFIX) + len(progress.PREFIX):].strip()
+                self.training = True
                 if p.kind == progress.STEP:
                     self.step = p.step
         return lines
@@ -79,13 +82,15 @@ class LocalBackend:
         self.on_line = on_line
         self.on_event = on_event
         self.workers: dict[str, LocalWorker] = {}  # current and finished, until deleted
+        self.refused: dict[str, tuple[Launch, Refusal]] = {}  # workers whose process could not start
         self.stopping: list[tuple[LocalWorker, float]] = []
         self.ports: dict[int, int] = {}  # rendezvous attempt -> port: a fresh one per gang
 
     # -- the backend contract
-    def observe(self, job: DistributedTrainingJob) -> list[Worker]:
+    def observe(self, job: DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
         self.poll()
-        out = []
+        out = [Worker(name, launch.index, launch.attempt, State.PENDING, exists=False, refusal=refusal)
+               for name, (launch, refusal) in self.refused.items()]
         for name, w in self.workers.items():
             rc = w.proc.returncode
             last = None
@@ -93,7 +98,7 @@ class LocalBackend:
                 last = datetime.fromtimestamp(w.heartbeat.stat().st_mtime, UTC)
             if rc is None:
                 out.append(Worker(name, w.launch.index, w.launch.attempt, State.RUNNING, ready=True,
-                                  created_at=w.started, last_progress=last))
+                                  created_at=w.started, last_progress=last, training=w.training))
             elif rc == 0:
                 out.append(Worker(name, w.launch.index, w.launch.attempt, State.SUCCEEDED, exit_code=0,
                                   created_at=w.started, finished_at=w.finished))
@@ -103,16 +108,17 @@ class LocalBackend:
                 out.append(Worker(name, w.launch.index, w.launch.attempt, State.FAILED, exit_code=code,
                                   reason=reason, hung=hung, created_at=w.started, finished_at=w.finished,
                                   message=self.hung_line(w) if hung else ""))
-        return out
+        return out, []
 
-    def apply(self, job: DistributedTrainingJob, plan: Plan) -> bool:
+    def apply(self, job: DistributedTrainingJob, plan: Plan) -> Applied:
         self.delete(plan.delete)
-        self.create(job, plan.create)
+        if not self.create(job, plan.create):
+            return Applied.DECIDE_AGAIN
         self.job = job.model_copy(update={"status": plan.status})
         for ev in plan.events:
             if self.on_event:
                 self.on_event(ev)
-        return False
+        return Applied.DONE
 
     # -- processes
     def command(self, job: DistributedTrainingJob) -> list[str]:
@@ -123,7 +129,9 @@ class LocalBackend:
         return argv
 
     def env(self, job: DistributedTrainingJob, launch: Launch, heartbeat: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        # The shell's own PET_*, TRAINYARD_*, RANK ... would override or confuse the rendezvous: the
+        # worker gets exactly the pod's contract, as in a pod.
+        env = {k: v for k, v in os.environ.items() if not contract.is_reserved_env(k)}
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         port = self.ports.setdefault(launch.rendezvous_attempt, free_port())
         ours = worker_env(job, launch, "127.0.0.1", port, str(self.checkpoint_dir), str(heartbeat))
@@ -141,17 +149,28 @@ class LocalBackend:
         d = self.workdir / contract.ATTEMPT_DIR.format(attempt=launch.attempt)
         return d / contract.WORKER_LOG.format(index=launch.index), d / contract.WORKER_HEARTBEAT.format(index=launch.index)
 
-    def create(self, job: DistributedTrainingJob, launches: list[Launch]) -> None:
+    def create(self, job: DistributedTrainingJob, launches: list[Launch]) -> bool:
+        """Starts the workers; False if one could not start (a missing command, a bad env): it is
+        remembered as a refusal that can never heal, and the engine fails the job with it."""
+        ok = True
         for launch in launches:
             log_path, heartbeat = self.paths(launch)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             c = trainer_container(job.spec.template) or {}
             cwd = c.get("workingDir") if c.get("workingDir") and Path(c["workingDir"]).is_dir() else None
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(self.command(job), env=self.env(job, launch, heartbeat), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
-                                        start_new_session=True)
+            try:
+                with open(log_path, "wb") as log:
+                    proc = subprocess.Popen(self.command(job), env=self.env(job, launch, heartbeat), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                                            start_new_session=True)
+            except (OSError, ValueError) as e:
+                now = datetime.now(UTC)
+                self.refused[launch.name] = (launch, Refusal(422, "CannotStart", f"cannot start worker {launch.index}: "
+                                                             f"{e}", now, now))
+                ok = False
+                continue
             self.workers[launch.name] = LocalWorker(launch, proc, log_path, heartbeat, datetime.now(UTC))
+        return ok
 
     def delete(self, names: list[str]) -> None:
         for name in names:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..api import DistributedTrainingJob, progress, semantic_errors
 from ..api.manifest import job_document, parse_job
-from ..engine import reconcile
+from ..engine import Applied, reconcile
 from ..engine.plan import Event
 from .backend import LocalBackend, LocalWorker
 from .injection import Injection
@@ -89,7 +89,9 @@ class Runner:
 
     def step(self) -> bool:
         """One reconcile; False once the job is finished and every process is gone."""
-        plan, _ = reconcile(self.job, self.backend, datetime.now(UTC))
+        plan, applied = reconcile(self.job, self.backend, datetime.now(UTC))
+        if applied == Applied.DECIDE_AGAIN:  # a worker could not start: decide with that known
+            plan, _ = reconcile(self.job, self.backend, datetime.now(UTC))
         self.result.job = self.job
         if self.injection and self.injection.due(self._t0, self.backend.live_steps()):
             self.injection.fired = True

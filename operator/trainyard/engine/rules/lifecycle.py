@@ -20,7 +20,7 @@ def already_finished(d: Decision) -> Outcome:
     if d.status.phase is None or not d.status.phase.terminal:
         return None
     d.clean_up_finished()
-    return Stop(count=False)
+    return Stop()  # counts as they are after the cleanup
 
 
 def invalid_spec(d: Decision) -> Outcome:

@@ -25,6 +25,7 @@ def suspended(d: Decision) -> Outcome:
             st.attempt += 1
             st.rendezvous_attempt = st.attempt
     d.delete([w for w in d.workers if w.active])
+    d.roster.clear()
     st.workers = WorkerCounts(desired=d.spec.desired_workers)
     return Stop(count=False)
 
