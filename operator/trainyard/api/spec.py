@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from .base import Model
-from .cel import cel
+from .cel import Expr, cel, concat, int_text
+
+# The bound on every deadline and TTL: a year. Longer ones are surely mistakes, and the bound keeps
+# the engine's datetime arithmetic (which overflows past year 9999) and the liveness probe's int32
+# initialDelaySeconds (progressDeadlineSeconds + 30) in range.
+MAX_DURATION_SECONDS = 365 * 86400
+# Hostnames are <job>-<attempt>-<index>: a 6-digit index at most (see MAX_NAME_LENGTH).
+MAX_WORKERS = 100000
 
 
 class RestartPolicy(StrEnum):
@@ -40,12 +47,15 @@ class ElasticPolicy(Model):
                     "self.minWorkers <= self.maxWorkers",
                     "spec.elastic.minWorkers must not exceed spec.elastic.maxWorkers",
                     ".minWorkers",
+                    message_expression=concat("spec.elastic.minWorkers (", int_text("self.minWorkers", MAX_WORKERS),
+                                              ") must not exceed spec.elastic.maxWorkers (",
+                                              int_text("self.maxWorkers", MAX_WORKERS), ")"),
                 )
             ]
         }
     )
-    min_workers: int = Field(ge=1, le=100000, description="Fewest workers the job can train with.")
-    max_workers: int = Field(ge=1, le=100000, description="Most workers the job can train with.")
+    min_workers: int = Field(ge=1, le=MAX_WORKERS, description="Fewest workers the job can train with.")
+    max_workers: int = Field(ge=1, le=MAX_WORKERS, description="Most workers the job can train with.")
 
 
 class Rendezvous(Model):
@@ -123,6 +133,23 @@ class FailurePolicy(Model):
     """How failures are handled. Restarts count toward backoffLimit; disruptions (evictions,
     node loss, pods deleted by someone else) are restarted too but never count."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.retryableExitCodes) || (has(self.restartPolicy) && self.restartPolicy == 'ExitCode')",
+                    "spec.failurePolicy.retryableExitCodes applies only to restartPolicy ExitCode",
+                    ".retryableExitCodes",
+                    message_expression=concat(
+                        "spec.failurePolicy.retryableExitCodes applies only to restartPolicy ExitCode, and this job "
+                        "has restartPolicy ", Expr("self.restartPolicy"),
+                        " (OnFailure retries every exit code, Never none): set restartPolicy: ExitCode or remove "
+                        "the list"),
+                )
+            ]
+        }
+    )
+
     restart_policy: RestartPolicy = Field(
         RestartPolicy.ON_FAILURE,
         description=(
@@ -180,24 +207,27 @@ class RunPolicy(Model):
     """Lifetime and scheduling of the job as a whole."""
 
     active_deadline_seconds: int | None = Field(
-        None, ge=1, description="Fail the job this long after it started running (the clock restarts on resume)."
+        None, ge=1, le=MAX_DURATION_SECONDS,
+        description="Fail the job this long after it started running (the clock restarts on resume). At most a year.",
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Delete the finished job (and its children) this long after it finished."
+        None, ge=0, le=MAX_DURATION_SECONDS,
+        description="Delete the finished job (and its children) this long after it finished. At most a year.",
     )
     startup_deadline_seconds: int = Field(
-        600, ge=1,
+        600, ge=1, le=MAX_DURATION_SECONDS,
         description=(
             "How long a worker may stay unschedulable or stuck pulling its image "
-            "(ImagePullBackOff, ErrImagePull, CreateContainerConfigError) before the job fails."
+            "(ImagePullBackOff, ErrImagePull, CreateContainerConfigError) before the job fails. At most a year."
         ),
     )
     progress_deadline_seconds: int | None = Field(
-        None, ge=1,
+        None, ge=1, le=MAX_DURATION_SECONDS,
         description=(
             "Declare the job hung when no worker reports training progress (the trainer library's heartbeat) "
             "for this long, and restart the gang with reason Hung (counted as a restart). The clock starts when "
-            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup."
+            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup. "
+            "At most a year."
         ),
     )
     suspend: bool = Field(False, description="Delete the workers and pause the job; resuming is not a restart.")
@@ -228,6 +258,12 @@ class DistributedTrainingJobSpec(Model):
                     "(self.workers >= self.elastic.minWorkers && self.workers <= self.elastic.maxWorkers)",
                     "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers",
                     ".workers",
+                    # what `kubectl scale` prints: the bounds and the value asked for
+                    message_expression=concat(
+                        "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers (",
+                        int_text("self.elastic.minWorkers", MAX_WORKERS), " to ",
+                        int_text("self.elastic.maxWorkers", MAX_WORKERS), "); ",
+                        int_text("self.workers", MAX_WORKERS), " was asked for"),
                 ),
                 cel(
                     "!has(self.failurePolicy) || !has(self.failurePolicy.restartScope) || "
@@ -240,7 +276,7 @@ class DistributedTrainingJobSpec(Model):
         }
     )
     workers: int | None = Field(
-        None, ge=1, le=100000,
+        None, ge=1, le=MAX_WORKERS,
         description="Desired number of worker pods. Scalable (kubectl scale) within spec.elastic. "
         "Defaults to elastic.maxWorkers for elastic jobs.",
     )
