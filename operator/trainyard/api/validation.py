@@ -35,8 +35,10 @@ def with_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:
     """`obj` with the CRD's defaults filled in, as the apiserver does before it validates."""
     schema = crd_schema() if schema is None else schema
     if isinstance(obj, dict):
-        out = dict(obj)
-        for name, sub in (schema.get("properties") or {}).items():
+        props = schema.get("properties") or {}
+        # the apiserver prunes a null that the schema does not allow, then defaults the field
+        out = {k: v for k, v in obj.items() if v is not None or (props.get(k) or {}).get("nullable")}
+        for name, sub in props.items():
             if out.get(name) is None and "default" in sub:
                 out[name] = copy.deepcopy(sub["default"])
             if name in out:
