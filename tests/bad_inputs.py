@@ -160,12 +160,15 @@ class Change:
     message: str
     start: dict[str, Any] = field(default_factory=dict)  # spec fields of the running job
     scale: int | None = None  # the cluster tier makes this change with `kubectl scale --replicas`
+    # the phase the job has when the change comes (a claim kwok cannot bind keeps the pods Pending)
+    phase: str = "Running"
 
     def body(self, name: str = "running") -> dict[str, Any]:
         return manifest(name, **self.start)
 
 
 RUNNING = "cannot change while the job is Running"
+PENDING = "cannot change while the job is Pending"
 SUSPEND = "suspend it first (spec.runPolicy.suspend: true), wait for phase Suspended, then change it"
 
 RUNNING_CHANGES: list[Change] = [
@@ -175,8 +178,8 @@ RUNNING_CHANGES: list[Change] = [
     Change("rendezvous-port", _spec(rendezvous={"port": 29500}), "spec.rendezvous.port",
            f"spec.rendezvous.port {RUNNING}: worker 0 serves the rendezvous on it"),
     Change("checkpoint-claim", _spec(checkpoint={"claimName": "other"}), "spec.checkpoint",
-           f"spec.checkpoint {RUNNING}: every worker mounts the claim it names",
-           start={"checkpoint": {"claimName": "mine"}}),
+           f"spec.checkpoint {PENDING}: every worker mounts the claim it names",
+           start={"checkpoint": {"claimName": "mine"}}, phase="Pending"),
     Change("checkpoint-added", _spec(checkpoint={"size": "1Gi"}), "spec.checkpoint", f"spec.checkpoint {RUNNING}"),
     Change("elastic-bounds", _spec(elastic={"minWorkers": 1, "maxWorkers": 8}), "spec.elastic",
            f"spec.elastic {RUNNING}: every worker's PET_NNODES comes from it",

@@ -109,10 +109,10 @@ def test_every_bad_input_is_refused_naming_the_field(bad):
     assert bad.field in refusal(bad).fields
 
 
-def running(change: Change, phase: str | None = "Running") -> tuple[dict, dict]:
+def running(change: Change, phase: str | None = "") -> tuple[dict, dict]:
     old = with_defaults(change.body())
-    if phase:
-        old["status"] = {"phase": phase}
+    if phase is not None:
+        old["status"] = {"phase": phase or change.phase}
     return with_defaults(merge(old, change.patch)), old
 
 

@@ -61,7 +61,11 @@ class ElasticPolicy(Model):
 class Rendezvous(Model):
     """torchrun c10d rendezvous settings. Worker 0 hosts the rendezvous store."""
 
-    port: int = Field(29400, ge=1, le=65535, description="TCP port of the c10d rendezvous store on worker 0.")
+    port: int = Field(
+        29400, ge=1, le=65535,
+        description="TCP port of the c10d rendezvous store on worker 0, and MASTER_PORT for a script that initialises "
+                    "torch.distributed without torchrun. Changes only while the job is Suspended.",
+    )
     join_timeout_seconds: int = Field(
         600, ge=1, le=86400,
         description="How long an agent waits for the rendezvous to complete (torchrun join_timeout).",
@@ -277,18 +281,25 @@ class DistributedTrainingJobSpec(Model):
     )
     workers: int | None = Field(
         None, ge=1, le=MAX_WORKERS,
-        description="Desired number of worker pods. Scalable (kubectl scale) within spec.elastic. "
-        "Defaults to elastic.maxWorkers for elastic jobs.",
+        description="Desired number of worker pods. Scalable (kubectl scale, an HPA) within spec.elastic; a "
+        "fixed-size job's changes only while it is Suspended. Defaults to elastic.maxWorkers for elastic jobs, but the "
+        "scale subresource reads this field: set it to scale the job.",
     )
-    elastic: ElasticPolicy | None = Field(None, description="Makes the job elastic: torchrun PET_NNODES=min:max.")
-    procs_per_worker: int = Field(1, ge=1, le=1024, description="Processes per worker: torchrun --nproc-per-node.")
+    elastic: ElasticPolicy | None = Field(
+        None, description="Makes the job elastic: torchrun PET_NNODES=min:max. Changes only while the job is Suspended.")
+    procs_per_worker: int = Field(
+        1, ge=1, le=1024,
+        description="Processes per worker: torchrun --nproc-per-node. Changes only while the job is Suspended.",
+    )
     rendezvous: Rendezvous = Field(default_factory=Rendezvous, json_schema_extra={"default": {}}, description="torchrun rendezvous settings.")
-    checkpoint: Checkpoint | None = Field(None, description="Checkpoint volume shared by every worker and attempt.")
+    checkpoint: Checkpoint | None = Field(
+        None, description="Checkpoint volume shared by every worker and attempt. Changes only while the job is Suspended.")
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, json_schema_extra={"default": {}}, description="Restart rules.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description="Deadlines, TTL, suspend and cleanup.")
     template: dict[str, Any] = Field(
         json_schema_extra={"x-trainyard-schema": "template"},
-        description="Pod template for every worker. It must have a container named 'trainer'.",
+        description="Pod template for every worker. It must have a container named 'trainer'. Changes only while "
+                    "the job is Suspended.",
     )
 
     @property
