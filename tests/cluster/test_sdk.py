@@ -267,6 +267,14 @@ def kwok_logs(kube, tmp_path):
 STEP = "[trainyard] step={} epoch=0 loss={} samples_per_s=100.0"
 
 
+def test_empty_logs_give_no_line_and_a_warning_saying_why(ns, operator, sdk_client, kwok_logs):
+    name = sdk_client.submit(Job.new("sdk-quiet", IMAGE, ["t"], workers=1))
+    running(sdk_client, name)
+    kwok_logs(ns, "sdk-quiet-0-0", [])
+    with pytest.warns(UserWarning, match=r"^no log lines yet: worker 0 is Running$"):
+        assert list(sdk_client.logs(name)) == []
+
+
 def test_logs_stream_real_lines_merged_and_followed(ns, operator, sdk_client, kwok_logs):
     name = sdk_client.submit(Job.new("sdk-stream", IMAGE, ["t"], workers=2))
     running(sdk_client, name)
