@@ -103,8 +103,8 @@ def test_failed_job_is_returned_not_raised(kube, ns, operator, sdk_client):
     ({"failure_policy": {"restartScope": "Worker"}}, "spec.failurePolicy.restartScope",
      "spec.failurePolicy.restartScope Worker needs spec.elastic: a fixed-size torchrun group cannot take a "
      "replacement worker"),
-    ({"env": {"PET_NNODES": "9"}}, "spec.template.spec.containers",
-     "spec.template.spec.containers[].env must not set PET_*, TRAINYARD_*"),
+    ({"env": {"PET_NNODES": "9"}}, "spec.template.spec.containers[0].env",
+     "container 'trainer' sets env PET_NNODES: Trainyard sets PET_*"),
     ({"workers": 9, "elastic": (1, 4)}, "spec.workers",
      "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers"),
 ])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ import celpy
 from celpy.evaluation import CELEvalError
 
 from .crd import openapi_schema
+
+# cel-python logs every evaluation step at DEBUG, tracebacks of the errors it handles included: an
+# operator run with --verbose would drown in them (and its own errors would hide among them).
+logging.getLogger("celpy").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
