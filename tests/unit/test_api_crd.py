@@ -16,10 +16,14 @@ from pydantic import ValidationError
 from trainyard.api import DistributedTrainingJob, crd, semantic_errors
 from trainyard.api.admission import admission_errors, rules
 from trainyard.api.errors import InvalidSpec
+from trainyard.api.spec import MAX_DURATION_SECONDS
 from trainyard.api.validation import checked_job, with_defaults
+from trainyard.engine import Launch, decide
+from trainyard.engine.workers import State
+from trainyard.kube.manifests import worker_pod
 
 from ..bad_inputs import BAD_INPUTS, RUNNING_CHANGES, Bad, Change, manifest, merge
-from .conftest import make_job
+from .conftest import T0, at, make_job, then, wk
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {"$ref", "anyOf", "oneOf", "allOf", "title", "const", "uniqueItems", "exclusiveMinimum",
@@ -174,3 +178,19 @@ def test_unknown_fields_are_refused_locally():
     with pytest.raises(InvalidSpec, match="spec.bogus: Extra inputs are not permitted"):
         checked_job(merge(manifest(), {"spec": {"bogus": 1}}))
     assert isinstance(checked_job(manifest()), DistributedTrainingJob)
+
+
+def test_the_bounds_keep_the_engine_and_the_pods_in_range():
+    """At every bound at once the engine decides without overflow (1e12 s overflowed datetime on
+    every reconcile) and the liveness probe's initialDelaySeconds fits its int32."""
+    longest = {"activeDeadlineSeconds": MAX_DURATION_SECONDS, "ttlSecondsAfterFinished": MAX_DURATION_SECONDS,
+               "startupDeadlineSeconds": MAX_DURATION_SECONDS, "progressDeadlineSeconds": MAX_DURATION_SECONDS}
+    job = make_job({"runPolicy": longest, "failurePolicy": {"backoffLimit": 10000, "backoffSeconds": 86400,
+                                                           "maxBackoffSeconds": 86400}})
+    job = then(job, decide(job, [], T0))
+    job = then(job, decide(job, [wk(0), wk(1)], at(1)))
+    plan = decide(job, [wk(0), wk(1, state=State.FAILED, exit_code=1)], at(2))  # a restart, its backoff
+    assert plan.status.restarts == 1
+    probe = worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["livenessProbe"]
+    assert probe["initialDelaySeconds"] <= 2**31 - 1
+    assert job.spec.failure_policy.backoff_delay(10000) == 86400.0
