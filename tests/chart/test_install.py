@@ -2,7 +2,8 @@
 "trainyard-chart": real apiserver, controller-manager and scheduler; kwok reports the operator's
 pod Running and Ready without running it).
 
-The tests run in file order and share one release: install, check, upgrade, uninstall.
+The tests up to the upgrade share one release (install, check, upgrade, in file order); the
+uninstall test makes releases of its own, so it passes alone and in any order.
 """
 
 from __future__ import annotations
@@ -172,22 +173,42 @@ def test_upgrade_to_namespaced_rbac_json_logs_and_a_service_monitor(release):
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-def test_uninstall_leaves_nothing_but_the_crd(release):
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
+def test_uninstall_leaves_nothing_but_the_crd(kwok_cluster, mode):
     """Helm never deletes a chart's crds/ on uninstall (nor upgrades them): deleting the CRD
-    would delete every DistributedTrainingJob in the cluster. Removing it is the user's call."""
-    c = release
-    c.helm_run("uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "120s")
-    assert RELEASE not in c.helm_run("list", "-A", "-q").stdout.split()
-    for kind, name, ns in [("deployment", "trainyard", NS), ("serviceaccount", "trainyard", NS),
-                           ("service", "trainyard-metrics", NS), ("servicemonitor", "trainyard", NS),
-                           ("clusterrole", "trainyard", None), ("clusterrolebinding", "trainyard", None),
-                           ("role", "trainyard", "team-a"), ("rolebinding", "trainyard", "team-a")]:
-        assert get(c, kind, name, *(["-n", ns] if ns else [])) is None, f"{kind}/{name} left behind"
-    for ns in (NS, "team-a"):
-        assert items(c, "all,serviceaccounts,roles,rolebindings,servicemonitors", "-n", ns, "-l", INSTANCE) == [] or \
-            wait_until(lambda ns=ns: items(c, "all,serviceaccounts,roles,rolebindings,servicemonitors", "-n", ns,
-                                           "-l", INSTANCE) == [], 60, f"{ns} emptied (pods are garbage-collected)")
-    assert items(c, "clusterroles,clusterrolebindings", "-l", INSTANCE) == []
-    crd = get(c, "crd", CRD)
-    assert crd is not None, "Helm keeps a chart's CRDs on uninstall"
-    assert {x["type"]: x["status"] for x in crd["status"]["conditions"]}["Established"] == "True"
+    would delete every DistributedTrainingJob in the cluster. Removing it is the user's call.
+
+    A release of its own (with a ServiceMonitor, and in namespaced mode a watched namespace), so
+    the test passes alone and in any order."""
+    c = kwok_cluster
+    release, ns, team = f"trainyard-uninstall-{mode}", f"uninstall-{mode}", f"uninstall-{mode}-team"
+    instance = f"app.kubernetes.io/instance={release}"
+    c.helm_run("uninstall", release, "--namespace", ns, "--wait", "--ignore-not-found", check=False)
+    c.kubectl_run("apply", "-f", "-", input=SERVICE_MONITOR_CRD)
+    c.kubectl_run("wait", "--for=condition=Established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com")
+    c.kubectl_run("apply", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {team}}}\n")
+    extra = ["--set", f"watchNamespaces={{{team}}}"] if mode == "namespaced" else []
+    c.helm_run("install", release, str(CHART), "--namespace", ns, "--create-namespace", "--wait", "--timeout", "120s",
+               "--set", "metrics.serviceMonitor.enabled=true", *extra)
+    rbac = [("role", release, team), ("rolebinding", release, team)] if mode == "namespaced" else \
+        [("clusterrole", release, None), ("clusterrolebinding", release, None)]
+    objects = [("deployment", release, ns), ("serviceaccount", "trainyard", ns), ("service", f"{release}-metrics", ns),
+               ("servicemonitor", release, ns), *rbac]
+    try:
+        for kind, name, where in objects:  # there is something to remove: the test cannot pass by accident
+            assert get(c, kind, name, *(["-n", where] if where else [])) is not None, f"{kind}/{name} not installed"
+        c.helm_run("uninstall", release, "--namespace", ns, "--wait", "--timeout", "120s")
+        assert release not in c.helm_run("list", "-A", "-q").stdout.split()
+        for kind, name, where in objects:
+            assert get(c, kind, name, *(["-n", where] if where else [])) is None, f"{kind}/{name} left behind"
+        for where in (ns, team):
+            wait_until(lambda where=where: items(c, "all,serviceaccounts,roles,rolebindings,servicemonitors", "-n",
+                                                 where, "-l", instance) == [], 60,
+                       f"{where} emptied (pods are garbage-collected)")
+        assert items(c, "clusterroles,clusterrolebindings", "-l", instance) == []
+        crd = get(c, "crd", CRD)
+        assert crd is not None, "Helm keeps a chart's CRDs on uninstall"
+        assert {x["type"]: x["status"] for x in crd["status"]["conditions"]}["Established"] == "True"
+    finally:
+        c.helm_run("uninstall", release, "--namespace", ns, "--ignore-not-found", check=False)
+        c.kubectl_run("delete", "namespace", ns, team, "--ignore-not-found", "--wait=false", check=False)

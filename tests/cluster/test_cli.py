@@ -250,7 +250,7 @@ def test_namespace_not_found_and_already_exists(cli, ns, tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"failurePolicy": {"restartScope": "Worker"}},
+    ({"failurePolicy": {"restartScope": "Worker", "inPlaceRestarts": 1}},
      'error: DistributedTrainingJob.trainyard.dev "bad" is invalid: spec.failurePolicy.restartScope: Invalid value: '
      "spec.failurePolicy.restartScope Worker needs spec.elastic: a fixed-size torchrun group cannot take a "
      "replacement worker"),
@@ -306,3 +306,15 @@ def test_logs_prefix_and_interleave_real_lines(kube, ns, operator, cli, tmp_path
     assert r.stderr == (f'warning: worker 1: no logs found for container "trainer" in pod "{ns}/cli-real-1-1"\n')
     assert cli("logs", "cli-real", "-n", ns, "--previous-attempt").stdout == "w1| w1 starts\nw1| w1 dies\n"
     assert cli("logs", "cli-real", "-n", ns, "--attempt", "1", "-w", "0").stdout == "w0| resumed from step=20\n"
+
+
+def test_logs_of_workers_that_printed_nothing_say_what_they_are_doing(kube, ns, operator, cli, tmp_path,
+                                                                       kwok_logs):  # noqa: F811
+    """Empty logs (kwok serving empty files, as a kubelet does for a trainer still starting):
+    not silence and exit 0 with nothing, but one line on stderr saying why there is nothing."""
+    cli("submit", write(tmp_path, job_manifest("cli-quiet", workers=2)), "-n", ns)
+    kube.wait_phase(ns, "cli-quiet", "Running")
+    kwok_logs(ns, "cli-quiet-0-0", [])
+    kwok_logs(ns, "cli-quiet-0-1", [])
+    r = cli("logs", "cli-quiet", "-n", ns)
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "no log lines yet: worker 0 is Running, worker 1 is Running\n")

@@ -1,13 +1,18 @@
-"""The CRD on a real apiserver: schema, CEL rules (one test each), subresources, explain."""
+"""The CRD on a real apiserver: the shared table of bad inputs (every CEL rule refuses one), the
+changes refused while a job runs, the scale subresource, defaults, explain."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .helpers import job_manifest
+from trainyard import api
+
+from ..bad_inputs import BAD_INPUTS, RUNNING_CHANGES, Change, merge
+from .helpers import job_manifest, wait_for
 
 
 def rejected(kube, ns, body) -> str:
@@ -17,56 +22,63 @@ def rejected(kube, ns, body) -> str:
     return json.loads(e.value.body)["message"]
 
 
-TRAINER = {"name": "trainer", "image": "x"}
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda b: b.id)
+def test_the_apiserver_refuses_each_bad_input_naming_the_field(kube, ns, bad):
+    """The same table `trainyard run` is held to (tests/runtime/test_bad_inputs.py)."""
+    message = rejected(kube, ns, bad.body())
+    assert f"{bad.field}: " in message and bad.message in message, message
 
 
-@pytest.mark.parametrize(("name", "spec", "field", "fragment"), [
-    ("min-gt-max", {"elastic": {"minWorkers": 3, "maxWorkers": 2}, "workers": 2},
-     "spec.elastic.minWorkers", "must not exceed spec.elastic.maxWorkers"),
-    ("out-of-bounds", {"elastic": {"minWorkers": 1, "maxWorkers": 2}, "workers": 5},
-     "spec.workers", "must lie within"),
-    ("reserved-pet", {"template": {"spec": {"containers": [{**TRAINER, "env": [{"name": "PET_NNODES", "value": "9"}]}]}}},
-     "spec.template.spec.containers", "must not set PET_*"),
-    ("reserved-master", {"template": {"spec": {"containers": [
-        {"name": "side", "image": "x", "env": [{"name": "MASTER_ADDR", "value": "x"}]}, TRAINER]}}},
-     "spec.template.spec.containers", "must not set PET_*"),
-    ("no-trainer", {"template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}},
-     "spec.template.spec.containers", "must include a container named 'trainer'"),
-    ("worker-scope-fixed", {"failurePolicy": {"restartScope": "Worker"}},
-     "spec.failurePolicy.restartScope", "needs spec.elastic"),
-    ("claim-and-size", {"checkpoint": {"claimName": "c", "size": "1Gi"}},
-     "spec.checkpoint.claimName", "do not also set size"),
-    ("no-claim-no-size", {"checkpoint": {"mountPath": "/c"}}, "spec.checkpoint.size", "needs either claimName"),
-    ("retain-existing", {"checkpoint": {"claimName": "c", "retain": True}}, "spec.checkpoint.retain", "never deleted"),
-])
-def test_cel_rule_rejects_with_the_field_named(kube, ns, name, spec, field, fragment):
-    body = job_manifest(name)
-    body["spec"].update(spec)
-    message = rejected(kube, ns, body)
-    assert field in message and fragment in message, message
+def change(kube, installed, ns: str, name: str, c: Change) -> None:
+    if c.scale is None:
+        kube.patch_job(ns, name, c.patch)
+        return
+    out = installed.kubectl_run("scale", f"dtj/{name}", "-n", ns, f"--replicas={c.scale}", check=False)
+    if out.returncode != 0:
+        raise AssertionError(out.stderr)
 
 
-def test_name_too_long_for_hostnames(kube, ns):
-    message = rejected(kube, ns, job_manifest("a" * 49))
-    assert "metadata.name must be at most 48 characters" in message, message
+@pytest.mark.parametrize("c", RUNNING_CHANGES, ids=lambda c: c.id)
+def test_a_running_job_refuses_the_change_until_it_is_suspended(kube, ns, operator, installed, c):
+    kube.create_job(ns, c.body("running"))
+    kube.wait_phase(ns, "running", c.phase)
+    with pytest.raises((ApiException, AssertionError)) as e:
+        change(kube, installed, ns, "running", c)
+    message = json.loads(e.value.body)["message"] if isinstance(e.value, ApiException) else str(e.value)
+    assert f"{c.field}: " in message and c.message in message, message
+    kube.patch_job(ns, "running", {"spec": {"runPolicy": {"suspend": True}}})
+    kube.wait_phase(ns, "running", "Suspended")
+    change(kube, installed, ns, "running", c)  # taken now: the job has no workers
+    job = kube.job(ns, "running")
+    assert job == merge(job, c.patch if c.scale is None else {"spec": {"workers": c.scale}})
 
 
-def test_schema_rejects_types_and_ranges_with_the_field(kube, ns):
-    body = job_manifest("bad-types")
-    body["spec"]["failurePolicy"] = {"restartPolicy": "Sometimes", "backoffLimit": -1}
-    message = rejected(kube, ns, body)
-    assert "spec.failurePolicy.restartPolicy" in message and "spec.failurePolicy.backoffLimit" in message, message
+def test_the_scale_subresource_reports_the_workers_selector_for_an_hpa(kube, ns, operator, installed):
+    kube.create_job(ns, job_manifest("hpa", workers=2, elastic={"minWorkers": 1, "maxWorkers": 4}))
+    kube.wait_phase(ns, "hpa", "Running")
+    scale = kube.custom.get_namespaced_custom_object_scale(api.GROUP, api.VERSION, ns, api.PLURAL, "hpa")
+    assert scale["status"] == {"replicas": 2, "selector": "trainyard.dev/job-name=hpa"}
+    pods = kube.core.list_namespaced_pod(ns, label_selector=scale["status"]["selector"]).items
+    assert sorted(p.metadata.name for p in pods) == ["hpa-0-0", "hpa-0-1"]
+    # The real HPA controller reads that selector (no metrics API here, so it cannot go further).
+    hpa = client.V2HorizontalPodAutoscaler(
+        metadata=client.V1ObjectMeta(name="hpa"),
+        spec=client.V2HorizontalPodAutoscalerSpec(
+            scale_target_ref=client.V2CrossVersionObjectReference(api_version=api.API_VERSION, kind=api.KIND,
+                                                                  name="hpa"),
+            min_replicas=1, max_replicas=4,
+            metrics=[client.V2MetricSpec(type="Resource", resource=client.V2ResourceMetricSource(
+                name="cpu", target=client.V2MetricTarget(type="Utilization", average_utilization=50)))]))
+    autoscaling = client.AutoscalingV2Api(kube.api_client)
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(ns, hpa)
 
+    def scaling_active():
+        st = autoscaling.read_namespaced_horizontal_pod_autoscaler("hpa", ns).status
+        return next((c for c in st.conditions or [] if c.type == "ScalingActive"), None)
 
-def test_template_is_immutable_while_running_but_not_while_suspended(kube, ns, operator):
-    kube.create_job(ns, job_manifest("immut"))
-    kube.wait_phase(ns, "immut", "Running")
-    with pytest.raises(ApiException) as e:
-        kube.patch_job(ns, "immut", {"spec": {"template": {"spec": {"containers": [{**TRAINER, "image": "y"}]}}}})
-    assert e.value.status == 422 and "spec.template cannot change while the job is running" in e.value.body
-    kube.patch_job(ns, "immut", {"spec": {"runPolicy": {"suspend": True}}})
-    kube.wait_phase(ns, "immut", "Suspended")
-    kube.patch_job(ns, "immut", {"spec": {"template": {"spec": {"containers": [{**TRAINER, "image": "y"}]}}}})
+    condition = wait_for(scaling_active, 60, "the HPA controller's ScalingActive condition")
+    assert condition.reason != "InvalidSelector", condition
+    assert "selector" not in (condition.message or "").lower(), condition
 
 
 def test_defaults_are_applied_and_unknown_fields_pruned(kube, ns):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
+
+from trainyard import api
 
 from .conftest import REPO
 from .helpers import env_of, held_node, job_manifest, wait_for
@@ -72,16 +77,55 @@ def test_exhausted_backoff_limit(kube, ns, operator):
     assert (status["restarts"], status["attempt"]) == (1, 1)
 
 
+@contextlib.contextmanager
+def status_history(kube, ns: str, name: str) -> Iterator[list[dict]]:
+    """Every status the job is written with, in order, from a watch: a status that lasts a
+    moment (a backoff) is seen however slowly the test reads."""
+    seen: list[dict] = []
+    w = watch.Watch()
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            for ev in w.stream(kube.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, ns, api.PLURAL,
+                               field_selector=f"metadata.name={name}", timeout_seconds=300):
+                seen.append(ev["object"].get("status") or {})
+        except Exception:
+            if not done.is_set():  # (once the test is done, its namespace going away ends the watch)
+                raise
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        w.stop()
+
+
 def test_backoff_delays_the_second_restart(kube, ns, operator):
-    kube.create_job(ns, job_manifest("bo", workers=1, failurePolicy={"backoffSeconds": 2}))
-    kube.wait_phase(ns, "bo", "Running")
-    kube.finish_pod(ns, "bo-0-0", 1)
-    wait_for(lambda: kube.running(ns, "bo", 1, 1), 30, "first restart, immediate")
-    kube.finish_pod(ns, "bo-1-0", 1)
-    status = wait_for(lambda: (s := kube.status(ns, "bo")).get("attempt") == 2 and s, 30, "second restart decided")
-    assert status["backoffUntil"] is not None and status["phase"] == "Restarting"
-    assert kube.pods(ns, "bo", 2) == []  # nothing created before the backoff ends
-    wait_for(lambda: kube.running(ns, "bo", 2, 1), 30, "second restart after the backoff")
+    """The first restart is immediate, the second waits backoffSeconds: read from the statuses
+    the operator wrote and the pods' own timestamps, never from how long the test waited."""
+    with status_history(kube, ns, "bo") as history:
+        kube.create_job(ns, job_manifest("bo", workers=1, failurePolicy={"backoffSeconds": 2}))
+        kube.wait_phase(ns, "bo", "Running")
+        kube.finish_pod(ns, "bo-0-0", 1)
+        wait_for(lambda: kube.running(ns, "bo", 1, 1), 30, "first restart")
+        kube.finish_pod(ns, "bo-1-0", 1)
+        [pod] = wait_for(lambda: kube.running(ns, "bo", 2, 1), 30, "second restart after the backoff")
+        wait_for(lambda: any(s.get("attempt") == 2 and s.get("phase") == "Running" for s in history), 30,
+                 "the watch to see attempt 2 running")
+    first = [s for s in history if s.get("attempt") == 1]
+    assert first and not any(s.get("backoffUntil") for s in first)  # the first restart waits for nothing
+    second = [s for s in history if s.get("attempt") == 2]
+    waits = {s["backoffUntil"] for s in second if s.get("backoffUntil")}
+    assert len(waits) == 1, second
+    until = datetime.fromisoformat(waits.pop())
+    assert second[0]["phase"] == "Restarting" and second[0].get("backoffUntil")  # decided, then waited
+    failed_at = kube.core.read_namespaced_pod("bo-1-0", ns).status.container_statuses[0].state.terminated.finished_at
+    assert until - failed_at >= timedelta(seconds=2)  # (finishedAt has whole seconds: never later than the failure)
+    # creationTimestamp has whole seconds too: the pod came no earlier than the second the backoff ended
+    assert pod.metadata.creation_timestamp >= until.replace(microsecond=0)
     assert kube.status(ns, "bo").get("backoffUntil") is None  # a null in a merge patch removes the field
 
 
@@ -172,7 +216,7 @@ def test_elastic_scale_with_kubectl(kube, ns, operator, installed):
 
 def test_worker_scope_replaces_one_worker(kube, ns, operator):
     kube.create_job(ns, job_manifest("ws", workers=3, elastic={"minWorkers": 2, "maxWorkers": 3},
-                                     failurePolicy={"restartScope": "Worker"}))
+                                     failurePolicy={"restartScope": "Worker", "inPlaceRestarts": 1}))
     kube.wait_phase(ns, "ws", "Running")
     kube.finish_pod(ns, "ws-0-2", 1)
     wait_for(lambda: kube.running(ns, "ws", 1, 1), 30, "the replacement of worker 2")

@@ -100,11 +100,11 @@ def test_failed_job_is_returned_not_raised(kube, ns, operator, sdk_client):
 
 
 @pytest.mark.parametrize("kwargs, field, words", [
-    ({"failure_policy": {"restartScope": "Worker"}}, "spec.failurePolicy.restartScope",
+    ({"failure_policy": {"restartScope": "Worker", "inPlaceRestarts": 1}}, "spec.failurePolicy.restartScope",
      "spec.failurePolicy.restartScope Worker needs spec.elastic: a fixed-size torchrun group cannot take a "
      "replacement worker"),
-    ({"env": {"PET_NNODES": "9"}}, "spec.template.spec.containers",
-     "spec.template.spec.containers[].env must not set PET_*, TRAINYARD_*"),
+    ({"env": {"PET_NNODES": "9"}}, "spec.template.spec.containers[0].env",
+     "container 'trainer' sets env PET_NNODES: Trainyard sets PET_*"),
     ({"workers": 9, "elastic": (1, 4)}, "spec.workers",
      "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers"),
 ])
@@ -265,6 +265,14 @@ def kwok_logs(kube, tmp_path):
 
 
 STEP = "[trainyard] step={} epoch=0 loss={} samples_per_s=100.0"
+
+
+def test_empty_logs_give_no_line_and_a_warning_saying_why(ns, operator, sdk_client, kwok_logs):
+    name = sdk_client.submit(Job.new("sdk-quiet", IMAGE, ["t"], workers=1))
+    running(sdk_client, name)
+    kwok_logs(ns, "sdk-quiet-0-0", [])
+    with pytest.warns(UserWarning, match=r"^no log lines yet: worker 0 is Running$"):
+        assert list(sdk_client.logs(name)) == []
 
 
 def test_logs_stream_real_lines_merged_and_followed(ns, operator, sdk_client, kwok_logs):

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from rich.text import Text
 
 from trainyard.api import Phase
 from trainyard.api import reasons as R
@@ -141,12 +142,13 @@ def test_worker_that_stops_making_progress_is_detected_and_the_gang_restarted(tm
     assert len(hung) == 1 and "progressDeadlineSeconds=2" in hung[0].message
 
 
-def test_invalid_yaml_is_one_clear_line(tmp_path):
-    path = write_job(tmp_path, STEPS, workers=2, failurePolicy={"restartScope": "Worker"})
+def test_invalid_yaml_is_one_clear_line_on_stderr(tmp_path):
+    path = write_job(tmp_path, STEPS, workers=2, failurePolicy={"restartScope": "Worker", "inPlaceRestarts": 1})
     out = subprocess.run([TRAINYARD, "run", str(path)], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stdout.strip().splitlines() == [
-        "error: spec.failurePolicy.restartScope Worker needs spec.elastic"]
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [
+        f"error: {path}: spec.failurePolicy.restartScope: Invalid value: spec.failurePolicy.restartScope Worker needs "
+        "spec.elastic: a fixed-size torchrun group cannot take a replacement worker"]
 
 
 def test_ctrl_c_leaves_no_process_behind(tmp_path):
@@ -185,15 +187,14 @@ def test_workers_override_is_checked_against_elastic_bounds(tmp_path):
 def test_injection_parsing():
     assert Injection.parse("worker=1,after=30s") == Injection(worker=1, after=30.0)
     assert Injection.parse("worker=0,at-step=40,signal=TERM") == Injection(worker=0, at_step=40, sig=signal.SIGTERM)
-    with pytest.raises(ValueError, match="expected worker=N"):
-        Injection.parse("worker=1")
-
-
-def test_runtime_elapsed_is_reported(tmp_path):
-    path = write_job(tmp_path, STEPS, workers=1)
-    t0 = time.monotonic()
-    result = run(tmp_path, path)
-    assert result.first_step_seconds is not None and result.first_step_seconds <= time.monotonic() - t0
+    assert Injection.parse("worker=1,after=2.5,signal=sigint", workers=2) == Injection(worker=1, after=2.5,
+                                                                                       sig=signal.SIGINT)
+    for bad, why in [("worker=1", "expected worker=N"), ("worker=2,after=1s", "there is no worker 2"),
+                     ("worker=-1,after=1s", "worker must be a worker index"), ("worker=0,after=1m", "after must be"),
+                     ("worker=0,at-step=x", "at-step must be"), ("worker=0,after=1,signal=NOPE", "unknown signal"),
+                     ("worker=0,after=1,when=now", "unknown key when")]:
+        with pytest.raises(ValueError, match=why):
+            Injection.parse(bad, workers=2)
 
 
 def test_running_means_training_after_a_restart(tmp_path):
@@ -216,3 +217,41 @@ def test_running_means_training_after_a_restart(tmp_path):
     restart = order.index(R.WORKER_FAILED)
     after = order[restart:]
     assert after.index(R.ALL_WORKERS_RUNNING) > after.index("step@1"), after
+
+
+def test_time_to_first_step_is_when_the_first_step_line_came(tmp_path):
+    # The worker notes the (system-wide) monotonic clock just before it prints each step: the
+    # runner cannot have seen step 0 earlier, and it reports it before it hands the line on.
+    path = write_job(tmp_path, """
+        import os, time
+        time.sleep(0.5)
+        for i in range(3):
+            open(os.environ["TRAINYARD_CHECKPOINT_DIR"] + f"/printed-{i}", "w").write(repr(time.monotonic()))
+            print(f"[trainyard] step={i}", flush=True)
+            time.sleep(0.2)
+    """, workers=1)
+    seen: dict[str, float] = {}
+    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", tick=0.05,
+                    on_line=lambda w, line: seen.setdefault(line, time.monotonic() - runner._t0))
+    (tmp_path / "ckpt").mkdir()
+    result = runner.run()
+    printed = float((tmp_path / "ckpt" / "printed-0").read_text()) - runner._t0
+    assert 0.5 <= printed <= result.first_step_seconds <= seen["[trainyard] step=0"] <= seen["[trainyard] step=2"]
+
+
+def test_the_live_view_prints_event_messages_as_written(tmp_path):
+    """rich markup would eat "[trainer]": the live view's lines are text, never markup."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainyard.engine.plan import Event
+    from trainyard.local.view import View
+
+    runner = Runner(load_job(write_job(tmp_path, STEPS, workers=1)), tmp_path / "work", tmp_path / "ckpt")
+    out = StringIO()
+    view = View(Console(file=out, force_terminal=True, width=200))
+    assert view.live
+    view.event(Event("Warning", "WorkerFailed", "container [trainer] of [bold]pod[/bold] exited"))
+    view.console.print(view.render(runner))
+    assert "container [trainer] of [bold]pod[/bold] exited" in Text.from_ansi(out.getvalue()).plain

@@ -32,6 +32,10 @@ SPEC = {
 }
 
 
+TORCHRUN_ONLY = ("set by torchrun for each process it starts: procsPerWorker=2 starts that many processes in each "
+                 "worker; start the script with torchrun or trainyard-launch")
+
+
 def test_worker_pod_is_exact():
     job = make_job(SPEC)
     pod = worker_pod(job, Launch("demo-3-2", 2, 3, 1))
@@ -57,6 +61,11 @@ def test_worker_pod_is_exact():
                      {"name": "PET_RDZV_ID", "value": f"{UID}-1"},
                      {"name": "PET_RDZV_CONF", "value": "join_timeout=600,is_host=false"},
                      {"name": "PET_MAX_RESTARTS", "value": "2"},
+                     {"name": "MASTER_ADDR", "value": "demo-1-0.demo.ml.svc"},
+                     {"name": "MASTER_PORT", "value": "29400"},
+                     # procsPerWorker 2: only torchrun can give a process its rank (engine/env.py)
+                     {"name": "WORLD_SIZE", "value": TORCHRUN_ONLY},
+                     {"name": "RANK", "value": TORCHRUN_ONLY},
                      {"name": "TRAINYARD_JOB_NAME", "value": "demo"},
                      {"name": "TRAINYARD_WORKER_INDEX", "value": "2"},
                      {"name": "TRAINYARD_ATTEMPT", "value": "3"},

@@ -357,7 +357,7 @@ def test_elastic_default_is_max_workers():
 
 
 def test_worker_scope_replaces_only_the_failed_worker():
-    spec = {**ELASTIC, "failurePolicy": {"restartScope": "Worker"}}
+    spec = {**ELASTIC, "failurePolicy": {"restartScope": "Worker", "inPlaceRestarts": 1}}
     workers = [wk(0), wk(1, state=State.FAILED, disruption=R.EVICTED), wk(2)]
     plan = decide(make_job(spec, RUNNING_STATUS), workers, at(5))
     st = plan.status
@@ -371,7 +371,7 @@ def test_worker_scope_replaces_only_the_failed_worker():
 
 
 def test_worker_scope_failure_of_worker_0_restarts_the_gang():
-    spec = {**ELASTIC, "failurePolicy": {"restartScope": "Worker"}}
+    spec = {**ELASTIC, "failurePolicy": {"restartScope": "Worker", "inPlaceRestarts": 1}}
     workers = [wk(0, state=State.FAILED, exit_code=143), wk(1), wk(2)]
     plan = decide(make_job(spec, RUNNING_STATUS), workers, at(5))
     assert (plan.status.attempt, plan.status.rendezvous_attempt) == (1, 1)

@@ -55,7 +55,7 @@ def test_a_worker_deleted_right_after_its_creation_is_a_disruption_at_once():
 @pytest.mark.parametrize("retries", [1, 2, 5])
 def test_worker_scope_counts_one_failure_once_while_its_replacement_is_refused(retries):
     """Repro 2: 3 workers elastic 2..3, a quota of 2 pods, one pod fails once with exit 1."""
-    spec = {**ELASTIC, "failurePolicy": {"restartScope": "Worker", "backoffLimit": 3}}
+    spec = {**ELASTIC, "failurePolicy": {"restartScope": "Worker", "backoffLimit": 3, "inPlaceRestarts": 1}}
     job = make_job(spec, running([members(0, "0-2")]))
     failed = wk(1, state=State.FAILED, exit_code=1, finished_at=at(1))
     plan = decide(job, [wk(0), failed, wk(2)], at(2))

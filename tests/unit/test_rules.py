@@ -72,7 +72,8 @@ def test_already_finished_deletes_the_job_at_its_ttl():
 @pytest.mark.parametrize(("spec", "outcome"), [
     ({}, None),
     ({"workers": 5, "elastic": {"minWorkers": 1, "maxWorkers": 3}},
-     Finish(False, R.INVALID_SPEC, "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers")),
+     Finish(False, R.INVALID_SPEC, "spec.workers: Invalid value: spec.workers must lie within spec.elastic.minWorkers "
+                                   "and spec.elastic.maxWorkers (1 to 3); 5 was asked for")),
 ])
 def test_invalid_spec(spec, outcome):
     assert invalid_spec(decision(spec)) == outcome

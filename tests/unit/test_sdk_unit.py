@@ -356,9 +356,9 @@ def test_connection_refused_is_cluster_unreachable(kubeconfig: Path):
 # -------------------------------------------------------------------- logs with a fake apiserver
 
 
-def fake_pod(name: str, attempt: int, index: int, phase: str = "Running") -> client.V1Pod:
+def fake_pod(name: str, attempt: int, index: int, phase: str = "Running", job: str = "j") -> client.V1Pod:
     return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name, labels={"trainyard.dev/job-name": "j", "trainyard.dev/attempt":
+        metadata=client.V1ObjectMeta(name=name, labels={"trainyard.dev/job-name": job, "trainyard.dev/attempt":
                                                         str(attempt), "trainyard.dev/worker-index": str(index)},
                                      owner_references=[client.V1OwnerReference(api_version="v", kind="k", name="j",
                                                                                uid="uid-1")]),
@@ -381,12 +381,28 @@ class FakeResponse:
         pass
 
 
+def selects(selector: str, labels: dict[str, str]) -> bool:
+    """A label selector's equality terms (k=v, k==v, k!=v, k, !k) against labels. Any other
+    syntax fails the test: a fake that ignores what it cannot read would let a wrong selector pass."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if m := re.fullmatch(r"([\w./-]+)\s*(==|=|!=)\s*([\w.-]*)", term):
+            key, op, value = m.groups()
+            if (labels.get(key) == value) != (op != "!="):
+                return False
+        elif m := re.fullmatch(r"(!?)([\w./-]+)", term):
+            if (m.group(2) in labels) == bool(m.group(1)):
+                return False
+        else:
+            raise AssertionError(f"the fake cannot read the label selector {selector!r}")
+    return True
+
+
 class FakeCore:
     def __init__(self, pods: list[client.V1Pod], logs: dict[str, str | ApiException]):
         self.pods, self.logs_by_pod, self.asked = pods, logs, []
 
-    def list_namespaced_pod(self, ns, label_selector, **kw):
-        return SimpleNamespace(items=self.pods)
+    def list_namespaced_pod(self, ns, label_selector="", **kw):
+        return SimpleNamespace(items=[p for p in self.pods if selects(label_selector, p.metadata.labels or {})])
 
     def read_namespaced_pod_log(self, name, ns, **kw):
         self.asked.append(name)
@@ -408,13 +424,50 @@ class FakeCustom:
 NO_LOGS = api_exception(400, status_body(400, 'no logs found for container "trainer" in pod "ml/j-1-1"'))
 
 
+# A pod of another job with the same owner uid, the newest attempt and a log: only the label
+# selector keeps it out, so every logs test below also tests the selector.
+STRAY = fake_pod("k-9-0", 9, 0, job="k")
+
+
 @pytest.fixture
 def fake(kubeconfig: Path):
     def make(pods, logs, status):
         c = TrainyardClient(kubeconfig)
-        c.core, c.custom = FakeCore(pods, logs), FakeCustom(status)
+        c.core, c.custom = FakeCore([*pods, STRAY], {**logs, "k-9-0": "2026-01-01T00:00:00Z not mine\n"}), \
+            FakeCustom(status)
         return c
     return make
+
+
+def test_the_fake_reads_label_selectors_as_the_apiserver_does():
+    labels = {"trainyard.dev/job-name": "j", "trainyard.dev/attempt": "1"}
+    assert selects("trainyard.dev/job-name=j", labels) and selects("trainyard.dev/job-name==j,trainyard.dev/attempt", labels)
+    assert not selects("trainyard.dev/job-name=k", labels) and not selects("trainyard.dev/attempt!=1", labels)
+    assert not selects("!trainyard.dev/attempt", labels) and selects("", labels)
+    with pytest.raises(AssertionError, match="cannot read"):
+        selects("trainyard.dev/attempt in (1,2)", labels)
+
+
+def test_workers_are_the_jobs_pods_only(fake):
+    c = fake(PODS, POD_LOGS, {"attempt": 1})
+    assert [w.name for w in c.workers("j")] == ["j-0-1", "j-1-0", "j-1-1"]
+    assert [w.name for w in c.workers("k", uid="uid-1")] == ["k-9-0"]
+
+
+def test_empty_logs_say_what_the_workers_are_doing(fake):
+    pending = fake_pod("j-1-1", 1, 1, "Pending")
+    pending.status.container_statuses = [client.V1ContainerStatus(
+        name="trainer", image="x", image_id="", ready=False, restart_count=0,
+        state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason="ContainerCreating")))]
+    c = fake([PODS[1], pending], {"j-1-0": "", "j-1-1": ""}, {"attempt": 1, "rendezvousAttempt": 1})
+    with pytest.warns(UserWarning, match=r"^no log lines yet: worker 0 is Running, worker 1 is Pending "
+                                         r"\(ContainerCreating\)$"):
+        assert list(c.logs("j")) == []
+    [notice] = list(c.log_stream("j"))
+    assert notice.empty and notice.worker == -1
+    c = fake([fake_pod("j-1-0", 1, 0, "Succeeded")], {"j-1-0": ""}, {"attempt": 1, "rendezvousAttempt": 1})
+    with pytest.warns(UserWarning, match=r"^no log lines: worker 0 is Succeeded$"):
+        assert list(c.logs("j")) == []
 
 
 POD_LOGS = {
@@ -475,7 +528,7 @@ def test_logs_follow_streams_and_moves_on_to_the_next_attempt(fake, monkeypatch)
     items = []
     for item in c.log_events("j", follow=True):
         items.append(item)
-        if len(items) == 3:
+        if len([i for i in items if i.line]) == 3:
             c.custom.get_namespaced_custom_object = next_attempt
     lines = sorted((i.worker, i.line) for i in items if i.line)
     assert lines == [(0, "[trainyard] step=10 loss=1.0"), (0, "[trainyard] step=20 loss=0.5"),

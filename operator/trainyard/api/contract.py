@@ -27,9 +27,17 @@ ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
 TRAINER_ENV_NAMES = (ENV_JOB_NAME, ENV_WORKER_INDEX, ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_HEARTBEAT_FILE,
                      ENV_PROGRESS_DEADLINE)
 
-# -- names a user may not set: the rendezvous would break. torchrun sets the plain ones for its
-# children, and they are refused in the template so nobody believes they are honoured.
-RESERVED_ENV_NAMES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+# -- what torch.distributed's env:// initialisation reads. Every worker gets them (engine/env.py
+# says which values and why), as PyTorchJob sets them, so a plain `python train.py` that calls
+# init_process_group() forms one group; torchrun sets them again for each process it starts.
+MASTER_ADDR = "MASTER_ADDR"
+MASTER_PORT = "MASTER_PORT"
+WORLD_SIZE = "WORLD_SIZE"
+RANK = "RANK"
+
+# -- names a user may not set (in any container, init container or envFrom prefix): Trainyard
+# sets them, and a second value would split or break the rendezvous.
+RESERVED_ENV_NAMES = (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK)
 RESERVED_ENV_PREFIXES = ("PET_", "TRAINYARD_")
 
 # trainyard-launch exits with this code when its heartbeat goes stale (reason Hung), after a

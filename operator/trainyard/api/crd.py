@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from . import models as api
+from .cel import Expr, cel, concat, int_text, literal
+from .spec import MAX_WORKERS
 from .template import TEMPLATE_SCHEMA
 
 _DROP = {"title", "discriminator"}
@@ -73,6 +75,74 @@ def _schema(model: type) -> dict[str, Any]:
     return _structural(_inline(raw, defs))
 
 
+# A transition rule's escape: a job that never started or is Suspended (no workers) may change.
+_NOT_RUNNING = "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Suspended'"
+_FINISHED = "oldSelf.status.phase in ['Succeeded', 'Failed']"
+
+
+def _frozen_while_running(field: str, unchanged: str, why: str) -> dict[str, Any]:
+    """A transition rule: `field` keeps its value while the job has workers (`why` they need it)."""
+    return cel(
+        f"{_NOT_RUNNING} || ({unchanged})",
+        f"{field} cannot change while the job is running: {why}; suspend it first",
+        "." + field,
+        message_expression=concat(
+            f"{field} cannot change while the job is ", Expr("oldSelf.status.phase"), ": ",
+            Expr(f"({_FINISHED} ? {literal('it has finished; create a new job')} : "
+                 f"{literal(why + '; suspend it first (spec.runPolicy.suspend: true), wait for phase Suspended, then change it')})"),
+        ),
+    )
+
+
+def _same_optional(path: str) -> str:
+    return f"has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path})"
+
+
+ROOT_RULES = [
+    cel(
+        f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
+        f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: worker hostnames are "
+        "<name>-<attempt>-<index> and must fit in 63",
+        ".metadata.name",
+        message_expression=concat(f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters, not ",
+                                  int_text("size(self.metadata.name)", 253),
+                                  ": worker hostnames are <name>-<attempt>-<index> and must fit in 63"),
+    ),
+    cel(
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "metadata.name must be a DNS label starting with a letter: lowercase letters, digits and '-' "
+        "(it names the job's Service)",
+        ".metadata.name",
+    ),
+    _frozen_while_running("spec.template", "self.spec.template == oldSelf.spec.template",
+                          "the running workers were made from it"),
+    _frozen_while_running("spec.procsPerWorker", "self.spec.procsPerWorker == oldSelf.spec.procsPerWorker",
+                          "every worker's torchrun runs that many processes, and the group's size counts them"),
+    _frozen_while_running("spec.rendezvous.port", "self.spec.rendezvous.port == oldSelf.spec.rendezvous.port",
+                          "worker 0 serves the rendezvous on it"),
+    _frozen_while_running("spec.checkpoint", _same_optional("spec.checkpoint"),
+                          "every worker mounts the claim it names"),
+    _frozen_while_running("spec.elastic", _same_optional("spec.elastic"),
+                          "every worker's PET_NNODES comes from it"),
+    # `kubectl scale` of a fixed-size job: new workers would get PET_NNODES=N:N for another N.
+    cel(
+        f"{_NOT_RUNNING} || has(self.spec.elastic) || "
+        "(has(self.spec.workers) && has(oldSelf.spec.workers) && self.spec.workers == oldSelf.spec.workers)",
+        "spec.workers of a fixed-size job cannot change while it is running: every worker has PET_NNODES=N:N; "
+        "set spec.elastic to scale it, or suspend it first",
+        ".spec.workers",
+        message_expression=concat(
+            "spec.workers of a fixed-size job cannot change while it is ", Expr("oldSelf.status.phase"), " (",
+            int_text("self.spec.workers", MAX_WORKERS), " was asked for): its ",
+            int_text("oldSelf.spec.workers", MAX_WORKERS), " workers have PET_NNODES=",
+            int_text("oldSelf.spec.workers", MAX_WORKERS), ":", int_text("oldSelf.spec.workers", MAX_WORKERS), "; ",
+            Expr(f"({_FINISHED} ? {literal('it has finished')} : "
+                 f"{literal('set spec.elastic to scale a job, or suspend it first')})"),
+        ),
+    ),
+]
+
+
 def openapi_schema() -> dict[str, Any]:
     spec = _schema(api.DistributedTrainingJobSpec)
     status = _schema(api.DistributedTrainingJobStatus)
@@ -83,27 +153,13 @@ def openapi_schema() -> dict[str, Any]:
         "description": "DistributedTrainingJob runs torchrun workers as pods, restarts them under a "
                        "failure policy and reports what happened.",
         "required": ["spec"],
-        "x-kubernetes-validations": [
-            {
-                "rule": f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: worker hostnames "
-                           "are <name>-<attempt>-<index> and must fit in 63",
-            },
-            {
-                "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-                "message": "metadata.name must be a DNS label starting with a letter (it names the job's Service)",
-            },
-            {
-                "rule": "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
-                        "oldSelf.status.phase == 'Suspended' || self.spec.template == oldSelf.spec.template",
-                "message": "spec.template cannot change while the job is running: suspend it first",
-                "fieldPath": ".spec.template",
-            },
-        ],
+        "x-kubernetes-validations": ROOT_RULES,
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object: trainyard.dev/v1alpha1."},
             "kind": {"type": "string", "description": "Kind of this object: DistributedTrainingJob."},
-            "metadata": {"type": "object"},
+            # name is declared so that a rule's fieldPath may point at it; its maxLength (the apiserver's
+            # own limit) bounds the cost of the rules that read it
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 253}}},
             "spec": spec,
             "status": status,
         },
@@ -147,6 +203,8 @@ def crd() -> dict[str, Any]:
                         "scale": {
                             "specReplicasPath": ".spec.workers",
                             "statusReplicasPath": ".status.workers.active",
+                            # the operator fills it (trainyard.dev/job-name=<job>): an HPA needs it
+                            "labelSelectorPath": ".status.selector",
                         },
                     },
                     "additionalPrinterColumns": [

@@ -57,8 +57,8 @@ def job_document(source: str | os.PathLike) -> tuple[Any, str]:
     raise NotADistributedTrainingJob(f"{where}: no {KIND} among its documents ({kinds})")
 
 
-def parse_job(obj: Any, model: type[M], where: str = "") -> M:
-    """Validates a manifest (a dict as yaml.safe_load returns it) with `model`."""
+def check_kind(obj: Any, where: str = "") -> None:
+    """Refuses anything but a trainyard.dev/v1alpha1 DistributedTrainingJob with a spec."""
     where = where or "the manifest"
     if not isinstance(obj, Mapping):
         raise NotADistributedTrainingJob(f"{where}: not a Kubernetes object")
@@ -69,11 +69,17 @@ def parse_job(obj: Any, model: type[M], where: str = "") -> M:
     if api_version != API_VERSION:
         raise NotADistributedTrainingJob(f"{where}: apiVersion {api_version or '(none)'} is not served; a {KIND} is "
                                          f"{API_VERSION}")
+    if "spec" not in obj:
+        raise InvalidSpec(f"{where}: spec is required", ["spec"])
+
+
+def parse_job(obj: Any, model: type[M], where: str = "") -> M:
+    """Validates a manifest (a dict as yaml.safe_load returns it) with `model`."""
+    check_kind(obj, where)
+    where = where or "the manifest"
     data = dict(obj)
     data["metadata"] = data.get("metadata") or {}
     data["status"] = data.get("status") or {}
-    if "spec" not in data:
-        raise InvalidSpec(f"{where}: spec is required", ["spec"])
     try:
         return model.model_validate(data)
     except ValidationError as e:

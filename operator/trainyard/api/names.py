@@ -17,6 +17,11 @@ def worker_name(job: str, attempt: int, index: int) -> str:
     return f"{job}-{attempt}-{index}"
 
 
+def worker_selector(job: str) -> str:
+    """The label selector of a job's worker pods, as status.selector holds it for the scale subresource."""
+    return f"{LABEL_JOB_NAME}={job}"
+
+
 def service_name(job: str) -> str:
     return job
 

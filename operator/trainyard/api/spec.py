@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from .base import Model
-from .cel import cel
+from .cel import Expr, cel, concat, int_text
+
+# The bound on every deadline and TTL: a year. Longer ones are surely mistakes, and the bound keeps
+# the engine's datetime arithmetic (which overflows past year 9999) and the liveness probe's int32
+# initialDelaySeconds (progressDeadlineSeconds + 30) in range.
+MAX_DURATION_SECONDS = 365 * 86400
+# Hostnames are <job>-<attempt>-<index>: a 6-digit index at most (see MAX_NAME_LENGTH).
+MAX_WORKERS = 100000
 
 
 class RestartPolicy(StrEnum):
@@ -40,18 +47,25 @@ class ElasticPolicy(Model):
                     "self.minWorkers <= self.maxWorkers",
                     "spec.elastic.minWorkers must not exceed spec.elastic.maxWorkers",
                     ".minWorkers",
+                    message_expression=concat("spec.elastic.minWorkers (", int_text("self.minWorkers", MAX_WORKERS),
+                                              ") must not exceed spec.elastic.maxWorkers (",
+                                              int_text("self.maxWorkers", MAX_WORKERS), ")"),
                 )
             ]
         }
     )
-    min_workers: int = Field(ge=1, le=100000, description="Fewest workers the job can train with.")
-    max_workers: int = Field(ge=1, le=100000, description="Most workers the job can train with.")
+    min_workers: int = Field(ge=1, le=MAX_WORKERS, description="Fewest workers the job can train with.")
+    max_workers: int = Field(ge=1, le=MAX_WORKERS, description="Most workers the job can train with.")
 
 
 class Rendezvous(Model):
     """torchrun c10d rendezvous settings. Worker 0 hosts the rendezvous store."""
 
-    port: int = Field(29400, ge=1, le=65535, description="TCP port of the c10d rendezvous store on worker 0.")
+    port: int = Field(
+        29400, ge=1, le=65535,
+        description="TCP port of the c10d rendezvous store on worker 0, and MASTER_PORT for a script that initialises "
+                    "torch.distributed without torchrun. Changes only while the job is Suspended.",
+    )
     join_timeout_seconds: int = Field(
         600, ge=1, le=86400,
         description="How long an agent waits for the rendezvous to complete (torchrun join_timeout).",
@@ -123,6 +137,23 @@ class FailurePolicy(Model):
     """How failures are handled. Restarts count toward backoffLimit; disruptions (evictions,
     node loss, pods deleted by someone else) are restarted too but never count."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.retryableExitCodes) || (has(self.restartPolicy) && self.restartPolicy == 'ExitCode')",
+                    "spec.failurePolicy.retryableExitCodes applies only to restartPolicy ExitCode",
+                    ".retryableExitCodes",
+                    message_expression=concat(
+                        "spec.failurePolicy.retryableExitCodes applies only to restartPolicy ExitCode, and this job "
+                        "has restartPolicy ", Expr("self.restartPolicy"),
+                        " (OnFailure retries every exit code, Never none): set restartPolicy: ExitCode or remove "
+                        "the list"),
+                )
+            ]
+        }
+    )
+
     restart_policy: RestartPolicy = Field(
         RestartPolicy.ON_FAILURE,
         description=(
@@ -180,24 +211,27 @@ class RunPolicy(Model):
     """Lifetime and scheduling of the job as a whole."""
 
     active_deadline_seconds: int | None = Field(
-        None, ge=1, description="Fail the job this long after it started running (the clock restarts on resume)."
+        None, ge=1, le=MAX_DURATION_SECONDS,
+        description="Fail the job this long after it started running (the clock restarts on resume). At most a year.",
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Delete the finished job (and its children) this long after it finished."
+        None, ge=0, le=MAX_DURATION_SECONDS,
+        description="Delete the finished job (and its children) this long after it finished. At most a year.",
     )
     startup_deadline_seconds: int = Field(
-        600, ge=1,
+        600, ge=1, le=MAX_DURATION_SECONDS,
         description=(
             "How long a worker may stay unschedulable or stuck pulling its image "
-            "(ImagePullBackOff, ErrImagePull, CreateContainerConfigError) before the job fails."
+            "(ImagePullBackOff, ErrImagePull, CreateContainerConfigError) before the job fails. At most a year."
         ),
     )
     progress_deadline_seconds: int | None = Field(
-        None, ge=1,
+        None, ge=1, le=MAX_DURATION_SECONDS,
         description=(
             "Declare the job hung when no worker reports training progress (the trainer library's heartbeat) "
             "for this long, and restart the gang with reason Hung (counted as a restart). The clock starts when "
-            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup."
+            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup. "
+            "At most a year."
         ),
     )
     suspend: bool = Field(False, description="Delete the workers and pause the job; resuming is not a restart.")
@@ -228,6 +262,12 @@ class DistributedTrainingJobSpec(Model):
                     "(self.workers >= self.elastic.minWorkers && self.workers <= self.elastic.maxWorkers)",
                     "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers",
                     ".workers",
+                    # what `kubectl scale` prints: the bounds and the value asked for
+                    message_expression=concat(
+                        "spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers (",
+                        int_text("self.elastic.minWorkers", MAX_WORKERS), " to ",
+                        int_text("self.elastic.maxWorkers", MAX_WORKERS), "); ",
+                        int_text("self.workers", MAX_WORKERS), " was asked for"),
                 ),
                 cel(
                     "!has(self.failurePolicy) || !has(self.failurePolicy.restartScope) || "
@@ -236,23 +276,39 @@ class DistributedTrainingJobSpec(Model):
                     "cannot take a replacement worker",
                     ".failurePolicy.restartScope",
                 ),
+                cel(
+                    "!has(self.failurePolicy) || !has(self.failurePolicy.restartScope) || "
+                    "self.failurePolicy.restartScope != 'Worker' || "
+                    "(has(self.failurePolicy.inPlaceRestarts) && self.failurePolicy.inPlaceRestarts >= 1)",
+                    "spec.failurePolicy.restartScope Worker needs spec.failurePolicy.inPlaceRestarts of at least 1: "
+                    "the survivors' torchrun agents must restart their processes in place to take the replacement "
+                    "in; with 0 they exit, and every survivor is replaced in turn",
+                    ".failurePolicy.inPlaceRestarts",
+                ),
             ]
         }
     )
     workers: int | None = Field(
-        None, ge=1, le=100000,
-        description="Desired number of worker pods. Scalable (kubectl scale) within spec.elastic. "
-        "Defaults to elastic.maxWorkers for elastic jobs.",
+        None, ge=1, le=MAX_WORKERS,
+        description="Desired number of worker pods. Scalable (kubectl scale, an HPA) within spec.elastic; a "
+        "fixed-size job's changes only while it is Suspended. Defaults to elastic.maxWorkers for elastic jobs, but the "
+        "scale subresource reads this field: set it to scale the job.",
     )
-    elastic: ElasticPolicy | None = Field(None, description="Makes the job elastic: torchrun PET_NNODES=min:max.")
-    procs_per_worker: int = Field(1, ge=1, le=1024, description="Processes per worker: torchrun --nproc-per-node.")
+    elastic: ElasticPolicy | None = Field(
+        None, description="Makes the job elastic: torchrun PET_NNODES=min:max. Changes only while the job is Suspended.")
+    procs_per_worker: int = Field(
+        1, ge=1, le=1024,
+        description="Processes per worker: torchrun --nproc-per-node. Changes only while the job is Suspended.",
+    )
     rendezvous: Rendezvous = Field(default_factory=Rendezvous, json_schema_extra={"default": {}}, description="torchrun rendezvous settings.")
-    checkpoint: Checkpoint | None = Field(None, description="Checkpoint volume shared by every worker and attempt.")
+    checkpoint: Checkpoint | None = Field(
+        None, description="Checkpoint volume shared by every worker and attempt. Changes only while the job is Suspended.")
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, json_schema_extra={"default": {}}, description="Restart rules.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description="Deadlines, TTL, suspend and cleanup.")
     template: dict[str, Any] = Field(
         json_schema_extra={"x-trainyard-schema": "template"},
-        description="Pod template for every worker. It must have a container named 'trainer'.",
+        description="Pod template for every worker. It must have a container named 'trainer'. Changes only while "
+                    "the job is Suspended.",
     )
 
     @property

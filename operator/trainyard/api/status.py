@@ -79,6 +79,10 @@ class DistributedTrainingJobStatus(Model):
     completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
     observed_generation: int | None = Field(None, description="The spec generation this status describes.")
     message: str | None = Field(None, description="A one-line summary of the current state.")
+    selector: str | None = Field(
+        None, description="Label selector of the job's worker pods, for the scale subresource (a HorizontalPodAutoscaler "
+                          "reads it)."
+    )
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

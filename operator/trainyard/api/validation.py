@@ -1,34 +1,64 @@
-"""The CRD's CEL rules, re-checked in Python for objects that did not pass through the apiserver
-(the local runtime) or slipped past an older CRD. Each message names the field."""
+"""The CRD's checks for objects that did not pass through the apiserver (`trainyard run`, the
+SDK's `Job.problems()`) or slipped past an older CRD (the engine's re-check). One source: the
+CRD's own schema and CEL rules, evaluated by `admission.py`; nothing here restates a rule."""
 
 from __future__ import annotations
 
-from .contract import is_reserved_env
-from .models import MAX_NAME_LENGTH, DistributedTrainingJob, RestartScope
-from .template import TRAINER_CONTAINER, trainer_container
+import copy
+from typing import Any
+
+from .admission import admission_errors, crd_schema
+from .errors import InvalidSpec
+from .manifest import check_kind, parse_job
+from .models import DistributedTrainingJob
+
+
+def job_object(job: DistributedTrainingJob, with_status: bool = False) -> dict[str, Any]:
+    """The object the apiserver would validate for a parsed job: the models' defaults are the
+    CRD's, so their dump is the defaulted object."""
+    meta = job.metadata
+    name = meta.name or (getattr(meta, "generateName", None) or "") + "xxxxx"  # as the apiserver completes it
+    obj: dict[str, Any] = {"apiVersion": job.apiVersion, "kind": job.kind, "metadata": {"name": name},
+                           "spec": job.spec.dump()}
+    if with_status:
+        obj["status"] = job.status.dump()
+    return obj
 
 
 def semantic_errors(job: DistributedTrainingJob) -> list[str]:
-    errs: list[str] = []
-    spec = job.spec
-    name = job.metadata.name
-    if len(name) > MAX_NAME_LENGTH:
-        errs.append(f"metadata.name must be at most {MAX_NAME_LENGTH} characters (worker hostnames are "
-                    f"<name>-<attempt>-<index>), got {len(name)}")
-    if spec.workers is None and spec.elastic is None:
-        errs.append("spec.workers is required unless spec.elastic is set")
-    if spec.elastic:
-        if spec.elastic.min_workers > spec.elastic.max_workers:
-            errs.append("spec.elastic.minWorkers must not exceed spec.elastic.maxWorkers")
-        elif spec.workers is not None and not (spec.elastic.min_workers <= spec.workers <= spec.elastic.max_workers):
-            errs.append("spec.workers must lie within spec.elastic.minWorkers and spec.elastic.maxWorkers")
-    if spec.failure_policy.restart_scope == RestartScope.WORKER and spec.elastic is None:
-        errs.append("spec.failurePolicy.restartScope Worker needs spec.elastic")
-    if trainer_container(spec.template) is None:
-        errs.append(f"spec.template.spec.containers must include a container named '{TRAINER_CONTAINER}'")
-    for c in (spec.template.get("spec") or {}).get("containers") or []:
-        for e in c.get("env") or []:
-            n = str(e.get("name", ""))
-            if is_reserved_env(n):
-                errs.append(f"spec.template.spec.containers[{c.get('name')}].env[{n}] is reserved: Trainyard sets it")
-    return errs
+    """What the CRD's rules refuse in a parsed job, "field: message" each (creation rules only: a
+    parsed job has no old version to compare with)."""
+    return admission_errors(job_object(job))
+
+
+def with_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:
+    """`obj` with the CRD's defaults filled in, as the apiserver does before it validates."""
+    schema = crd_schema() if schema is None else schema
+    if isinstance(obj, dict):
+        props = schema.get("properties") or {}
+        # the apiserver prunes a null that the schema does not allow, then defaults the field
+        out = {k: v for k, v in obj.items() if v is not None or (props.get(k) or {}).get("nullable")}
+        for name, sub in props.items():
+            if out.get(name) is None and "default" in sub:
+                out[name] = copy.deepcopy(sub["default"])
+            if name in out:
+                out[name] = with_defaults(out[name], sub)
+        return out
+    if isinstance(obj, list) and "items" in schema:
+        return [with_defaults(v, schema["items"]) for v in obj]
+    return obj
+
+
+def checked_job(obj: Any, where: str = "") -> DistributedTrainingJob:
+    """A manifest refused as the apiserver would refuse it (the same checks, the same words),
+    else parsed by the models, which also refuse fields the CRD does not know (kubectl's strict
+    field validation would; the apiserver drops them)."""
+    check_kind(obj, where)
+    where = where or "the manifest"
+    if not (obj.get("metadata") or {}).get("name"):
+        raise InvalidSpec(f"{where}: metadata.name: Required value: name is required", ["metadata.name"])
+    created = {k: v for k, v in obj.items() if k != "status"}  # a create ignores the status
+    errors = admission_errors(with_defaults(created))
+    if errors:
+        raise InvalidSpec(f"{where}: " + "; ".join(errors), [e.split(":", 1)[0] for e in errors])
+    return parse_job(obj, DistributedTrainingJob, where)

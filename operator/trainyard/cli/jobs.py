@@ -199,7 +199,9 @@ def logs(
     width = len(f"w{most - 1}")
     out = sys.stdout
     for item in c.log_stream(name, worker, follow, attempt=attempt, previous_attempt=previous_attempt):
-        if item.notice:
+        if item.empty:  # every log was empty: say what the workers are doing instead of printing nothing
+            typer.echo(item.notice, err=True)
+        elif item.notice:
             typer.echo(f"-- {item.notice}", err=True)
         elif item.error is not None:
             typer.echo(f"warning: worker {item.worker}: {item.error}", err=True)

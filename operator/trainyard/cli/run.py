@@ -1,4 +1,9 @@
-"""`trainyard run`: a job on this machine, as local processes, with the operator's engine."""
+"""`trainyard run`: a job on this machine, as local processes, with the operator's engine.
+
+A job the apiserver would refuse is refused here with the apiserver's words; so is what cannot
+work on a workstation (a command that is not there, valueFrom, a suspended job, a bad flag).
+Every refusal is one line on stderr and exit 2, never a traceback; nothing is printed as rich
+markup, so "[trainer]" in a message stays."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import typer
 
 
 def run(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A DistributedTrainingJob YAML."),
+    file: Path = typer.Argument(..., help="A DistributedTrainingJob YAML."),
     workers: int | None = typer.Option(None, "--workers", "-w", help="Override spec.workers."),
     checkpoint_dir: Path | None = typer.Option(None, help="The checkpoint volume (default .trainyard/<job>/checkpoints)."),
     workdir: Path | None = typer.Option(None, help="Logs and heartbeats (default .trainyard/<job>)."),
@@ -20,40 +25,50 @@ def run(
 
     from rich.console import Console
 
+    from ..api.errors import TrainyardError
     from ..local.injection import Injection
+    from ..local.preflight import check_runnable, prepare_dir
     from ..local.runner import Runner, load_job
     from ..local.view import View
 
     console = Console(soft_wrap=True)
+    errors = Console(stderr=True, soft_wrap=True)
+
+    def fail(e: BaseException) -> typer.Exit:
+        errors.print(f"error: {' '.join(str(e).split())}", markup=False, highlight=False)
+        return typer.Exit(2)
+
     try:
         job = load_job(file, workers)
-        injection = Injection.parse(inject_failure) if inject_failure else None
-    except (ValueError, KeyError) as e:  # an invalid file, spec or flag: one line, never a traceback
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
-    base = workdir or Path(".trainyard") / job.metadata.name
-    ckpt = checkpoint_dir or base / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
+        check_runnable(job)
+        injection = Injection.parse(inject_failure, job.spec.desired_workers) if inject_failure else None
+        base = prepare_dir(workdir or Path(".trainyard") / job.metadata.name, "--workdir")
+        ckpt = prepare_dir(checkpoint_dir or base / "checkpoints", "--checkpoint-dir")
+    except TrainyardError as e:
+        raise fail(e) from None
     view = View(console)
-    runner = Runner(job, base.resolve(), ckpt.resolve(), injection, on_event=view.event, on_line=view.line)
+    runner = Runner(job, base, ckpt, injection, on_event=view.event, on_line=view.line)
     _signal.signal(_signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         result = view.run(runner)
     except KeyboardInterrupt:
-        console.print("interrupted: every worker stopped")
+        console.print("interrupted: every worker stopped", markup=False)
         raise typer.Exit(130) from None
+    except OSError as e:  # a worker that could not be started (the checks above make this rare)
+        raise fail(f"cannot start a worker: {e}") from None
     st = result.job.status
     console.print(f"{result.job.metadata.name}: {st.phase.value if st.phase else '-'} after {st.restarts} restart(s), "
-                  f"{st.disruptions} disruption(s), attempt {st.attempt}: {st.message}", markup=False)
+                  f"{st.disruptions} disruption(s), attempt {st.attempt}: {st.message}", markup=False, highlight=False)
     if result.final:
-        console.print(f"final: {result.final}", markup=False)
+        console.print(f"final: {result.final}", markup=False, highlight=False)
     if result.first_step_seconds is not None:
-        console.print(f"time to first step: {result.first_step_seconds:.1f}s", markup=False)
+        console.print(f"time to first step: {result.first_step_seconds:.1f}s", markup=False, highlight=False)
     if result.resumed_seconds is not None:
         resumed = f", from step {result.resumed_from}" if result.resumed_from is not None else ""
         position = result.resumed_fields or {}
         if "epoch" in position and str(position.get("sample", "")).count("/") == 1:
             sample, total = str(position["sample"]).split("/")
             resumed += f" (epoch {position['epoch']}, sample {int(sample):,} of {int(total):,})"
-        console.print(f"injected kill -> training resumed: {result.resumed_seconds:.1f}s{resumed}", markup=False)
+        console.print(f"injected kill -> training resumed: {result.resumed_seconds:.1f}s{resumed}", markup=False,
+                      highlight=False)
     raise typer.Exit(0 if st.phase and st.phase.value == "Succeeded" else 1)

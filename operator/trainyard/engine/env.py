@@ -1,5 +1,22 @@
 """The environment every backend gives a worker: torchrun reads PET_*, the trainer library
-TRAINYARD_* (names in `trainyard.api.contract`)."""
+TRAINYARD_*, torch.distributed's env:// MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK (names in
+`trainyard.api.contract`).
+
+MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK are set in every pod, as PyTorchJob sets them, for a
+script started without torchrun (`python train.py` calling init_process_group()): without them it
+would fall back to WORLD_SIZE=1 and every worker would train alone while the job "succeeds".
+torchrun sets all four again for each process it starts, so they never reach a torchrun script.
+
+- Fixed-size jobs with procsPerWorker 1: one plain process per pod is one rank. MASTER_ADDR is
+  worker 0 of the gang, MASTER_PORT the rendezvous port (nothing else listens on it when torchrun
+  does not run), WORLD_SIZE the number of workers and RANK the worker's index: the plain script
+  forms one group.
+- Elastic jobs and procsPerWorker > 1: no plain process can have a correct rank (membership
+  changes; several processes share a pod), only torchrun can. WORLD_SIZE and RANK then hold a
+  sentence instead of a number, so such a script stops at once, in int() or in
+  init_process_group(), with the reason in its traceback, instead of training alone or waiting
+  forever for ranks that never come.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +37,27 @@ def rendezvous_conf(job: DistributedTrainingJob, is_host: bool) -> str:
     return ",".join(parts)
 
 
+def torchrun_only(job: DistributedTrainingJob) -> str | None:
+    """Why a plain (torchrun-less) process of this job cannot have a rank, or None when it can."""
+    spec = job.spec
+    if spec.elastic is not None:
+        return "this elastic job's ranks change as workers come and go"
+    if spec.procs_per_worker > 1:
+        return f"procsPerWorker={spec.procs_per_worker} starts that many processes in each worker"
+    return None
+
+
+def distributed_env(job: DistributedTrainingJob, launch: Launch, master_host: str,
+                    port: int) -> list[tuple[str, str]]:
+    """torch.distributed's env:// variables for a process started without torchrun."""
+    env = [(C.MASTER_ADDR, master_host), (C.MASTER_PORT, str(port))]
+    why = torchrun_only(job)
+    if why is None:
+        return env + [(C.WORLD_SIZE, str(job.spec.desired_workers)), (C.RANK, str(launch.index))]
+    sentence = f"set by torchrun for each process it starts: {why}; start the script with torchrun or trainyard-launch"
+    return env + [(C.WORLD_SIZE, sentence), (C.RANK, sentence)]
+
+
 def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, port: int,
                checkpoint_dir: str | None, heartbeat_file: str | None = None) -> list[dict[str, str]]:
     spec = job.spec
@@ -31,6 +69,7 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, 
         (C.PET_RDZV_ID, rendezvous_id(job.metadata.uid, launch.rendezvous_attempt)),
         (C.PET_RDZV_CONF, rendezvous_conf(job, launch.index == 0)),
         (C.PET_MAX_RESTARTS, str(spec.failure_policy.in_place_restarts)),
+        *distributed_env(job, launch, endpoint_host, port),
         (C.ENV_JOB_NAME, job.metadata.name),
         (C.ENV_WORKER_INDEX, str(launch.index)),
         (C.ENV_ATTEMPT, str(launch.attempt)),

@@ -72,6 +72,26 @@ def exit_status(returncode: int) -> tuple[int, str]:
     return returncode, "Error"
 
 
+def container_env(c: dict) -> dict[str, str]:
+    """This machine's environment, this Python's bin directory first on PATH (where trainyard-launch
+    and torchrun are), then the container's plain env values, as a pod's env overrides its image's.
+    valueFrom and envFrom cannot be resolved here: `trainyard run` refuses them before it starts."""
+    # The shell's own PET_*, TRAINYARD_*, RANK ... would override or confuse the rendezvous: the
+    # worker gets exactly the pod's contract, as in a pod.
+    env = {k: v for k, v in os.environ.items() if not contract.is_reserved_env(k)}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    for e in c.get("env") or []:
+        env[e["name"]] = str(e.get("value", ""))  # no value: the empty string, as in a pod
+    return env
+
+
+def working_dir(c: dict) -> str | None:
+    """The container's workingDir when it exists here (it names a directory of the image), else
+    the current directory."""
+    wd = c.get("workingDir")
+    return wd if wd and Path(wd).is_dir() else None
+
+
 class LocalBackend:
     def __init__(self, job: DistributedTrainingJob, workdir: Path, checkpoint_dir: Path,
                  on_line: Callable[[LocalWorker, str], None] | None = None,
@@ -129,17 +149,9 @@ class LocalBackend:
         return argv
 
     def env(self, job: DistributedTrainingJob, launch: Launch, heartbeat: Path) -> dict[str, str]:
-        # The shell's own PET_*, TRAINYARD_*, RANK ... would override or confuse the rendezvous: the
-        # worker gets exactly the pod's contract, as in a pod.
-        env = {k: v for k, v in os.environ.items() if not contract.is_reserved_env(k)}
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         port = self.ports.setdefault(launch.rendezvous_attempt, free_port())
         ours = worker_env(job, launch, "127.0.0.1", port, str(self.checkpoint_dir), str(heartbeat))
-        c = trainer_container(job.spec.template) or {}
-        for e in c.get("env") or []:
-            if "value" not in e:
-                raise ValueError(f"env {e.get('name')}: only plain values work locally (no valueFrom)")
-            env[e["name"]] = str(e["value"])
+        env = container_env(trainer_container(job.spec.template) or {})
         env.update({e["name"]: e["value"] for e in ours})
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -156,8 +168,7 @@ class LocalBackend:
         for launch in launches:
             log_path, heartbeat = self.paths(launch)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            c = trainer_container(job.spec.template) or {}
-            cwd = c.get("workingDir") if c.get("workingDir") and Path(c["workingDir"]).is_dir() else None
+            cwd = working_dir(trainer_container(job.spec.template) or {})
             try:
                 with open(log_path, "wb") as log:
                     proc = subprocess.Popen(self.command(job), env=self.env(job, launch, heartbeat), stdout=log,

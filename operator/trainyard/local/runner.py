@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..api import DistributedTrainingJob, progress, semantic_errors
-from ..api.manifest import job_document, parse_job
+from ..api import DistributedTrainingJob, progress
+from ..api.manifest import job_document
+from ..api.validation import checked_job
 from ..engine import Applied, reconcile
 from ..engine.plan import Event
 from .backend import LocalBackend, LocalWorker
@@ -33,19 +34,16 @@ class RunResult:
 
 
 def load_job(path: str | os.PathLike, workers: int | None = None) -> DistributedTrainingJob:
-    """A job from its YAML, checked as the apiserver would check it."""
+    """A job from its YAML, refused as the apiserver would refuse it (InvalidSpec, with the
+    apiserver's words), with `workers` in place of spec.workers when given."""
     obj, where = job_document(path)
     if isinstance(obj, dict):
         obj = {**obj, "metadata": {**(obj.get("metadata") or {})}}
         obj["metadata"].setdefault("namespace", LOCAL_NAMESPACE)
         obj["metadata"]["uid"] = f"local-{uuid.uuid4().hex[:12]}"
-        if workers is not None:
-            obj["spec"] = {**(obj.get("spec") or {}), "workers": workers}
-    job = parse_job(obj, DistributedTrainingJob, where)
-    errors = semantic_errors(job)
-    if errors:
-        raise ValueError("; ".join(errors))
-    return job
+        if workers is not None and isinstance(obj.get("spec"), dict):
+            obj["spec"] = {**obj["spec"], "workers": workers}
+    return checked_job(obj, where)
 
 
 class Runner:

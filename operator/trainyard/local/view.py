@@ -19,12 +19,12 @@ class View:
         self.console = console or Console()
         self.live = self.console.is_terminal
         self._live: Live | None = None
-        self.recent: list[str] = []
+        self.recent: list[Text] = []
 
-    # callbacks from the runner
+    # callbacks from the runner. Messages are never read as rich markup: "[trainer]" must print.
     def event(self, ev: Event) -> None:
         style = "yellow" if ev.type == "Warning" else "cyan"
-        line = f"[{style}]{ev.reason}[/]: {ev.message}"
+        line = Text.assemble((ev.reason, style), ": ", ev.message)
         if self.live:
             self.recent = (self.recent + [line])[-6:]
         else:
@@ -49,8 +49,8 @@ class View:
             rc = w.proc.returncode
             state = ("running" if rc is None else "succeeded" if rc == 0
                      else exit_status(rc)[1] if rc < 0 else f"exit {rc}")
-            table.add_row(str(w.launch.index), str(w.launch.attempt), str(w.proc.pid), state, w.progress)
-        return Group(head, Text(st.message or ""), table, *[Text.from_markup(r) for r in self.recent])
+            table.add_row(str(w.launch.index), str(w.launch.attempt), str(w.proc.pid), state, Text(w.progress))
+        return Group(head, Text(st.message or ""), table, *self.recent)
 
     def run(self, runner: Runner):
         if not self.live:

@@ -329,7 +329,9 @@ class TrainyardClient:
         has pods (a failed gang keeps its failed pod). Without follow, the lines are merged by their
         timestamps; with follow they come as they are written, until the workers end (and, for the
         current gang, on into the next attempt until the job finishes). A worker whose log cannot be
-        read is skipped with a warning; LogsUnavailable if none can be read."""
+        read is skipped with a warning; LogsUnavailable if none can be read. Logs that are all empty
+        give no line and a warning saying what the workers are doing ("no log lines yet: worker 0
+        is Pending (ContainerCreating)")."""
         import warnings
 
         for item in self.log_stream(name, worker, follow, attempt=attempt, previous_attempt=previous_attempt,
@@ -338,6 +340,8 @@ class TrainyardClient:
                 yield item.worker, item.line
             elif item.error is not None:
                 warnings.warn(f"worker {item.worker}: {item.error}", stacklevel=2)
+            elif item.empty:
+                warnings.warn(item.notice or "", stacklevel=2)
 
     def log_stream(self, name: str, worker: int | None = None, follow: bool = False, *, attempt: int | None = None,
                    previous_attempt: bool = False, namespace: str | None = None) -> Iterator[LogItem]:

@@ -28,6 +28,7 @@ class WorkerInfo:
     node: str = ""
     created: datetime | None = None
     deleting: bool = False
+    waiting: str = ""  # the trainer container's waiting reason (ContainerCreating, ImagePullBackOff...)
 
     @classmethod
     def from_pod(cls, pod: client.V1Pod | dict[str, Any]) -> WorkerInfo | None:
@@ -36,9 +37,20 @@ class WorkerInfo:
         if worker is None:
             return None
         meta, status, spec = body.get("metadata") or {}, body.get("status") or {}, body.get("spec") or {}
+        trainer = next((c for c in status.get("containerStatuses") or [] if c.get("name") == api.TRAINER_CONTAINER),
+                       {})
+        waiting = ((trainer.get("state") or {}).get("waiting") or {}).get("reason") or ""
         return cls(worker.name, worker.attempt, worker.index, status.get("phase") or "Pending", worker.exit_code,
                    worker.reason or status.get("reason") or "", spec.get("nodeName") or "", worker.created_at,
-                   meta.get("deletionTimestamp") is not None)
+                   meta.get("deletionTimestamp") is not None, waiting)
+
+    @property
+    def state(self) -> str:
+        """"Pending (ContainerCreating)", "Running", "Failed (Error)": what the pod is doing."""
+        if self.deleting:
+            return f"{self.phase}, being deleted"
+        detail = self.reason or self.waiting
+        return f"{self.phase} ({detail})" if detail else self.phase
 
 
 @dataclass(frozen=True)

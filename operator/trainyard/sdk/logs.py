@@ -33,10 +33,16 @@ FOLLOW_READ_TIMEOUT = 30 * 86400
 
 @dataclass(frozen=True)
 class LogItem:
+    """A log line of a worker, or an error reading its log, or a notice (worker -1) for the reader.
+    `state`: what a worker's pod was doing when its log was read (an item of its own, which the
+    policy turns into the notice of why no line came). `empty`: this notice says why."""
+
     worker: int
     line: str | None
     error: str | None
     notice: str | None = None
+    state: str | None = None
+    empty: bool = False
 
 
 def _logs_failure(name: str, failures: list[tuple[int, str]]) -> str:
@@ -46,12 +52,25 @@ def _logs_failure(name: str, failures: list[tuple[int, str]]) -> str:
     return f"cannot read the logs of job {name!r}: worker {failures[0][0]}: {first}{others}"
 
 
+def no_lines_notice(states: Mapping[int, str]) -> str:
+    """"no log lines yet: worker 0 is Pending (ContainerCreating), worker 1 is Running"."""
+    active = any(s.startswith(("Pending", "Running")) for s in states.values())
+    return (f"no log lines{' yet' if active else ''}: "
+            + ", ".join(f"worker {w} is {s}" for w, s in sorted(states.items())))
+
+
 def hold_errors(name: str, items: Iterable[LogItem]) -> Iterator[LogItem]:
     """The logs policy: a worker whose log cannot be read is reported once some line has come
-    (until then its error is held back); if no line ever comes, LogsUnavailable names the errors."""
+    (until then its error is held back); if no line ever comes, LogsUnavailable names the errors;
+    if no line comes and no error either (the logs are empty), a notice says what each worker's
+    pod is doing, so that an empty answer is never silent."""
     held: list[tuple[int, str]] = []
+    states: dict[int, str] = {}
     produced = False
     for item in items:
+        if item.state is not None:
+            states[item.worker] = item.state
+            continue
         if item.error is not None and not produced:
             held.append((item.worker, item.error))
             continue
@@ -62,6 +81,8 @@ def hold_errors(name: str, items: Iterable[LogItem]) -> Iterator[LogItem]:
         yield item
     if held and not produced:
         raise LogsUnavailable(_logs_failure(name, held))
+    if not produced and states:
+        yield LogItem(-1, None, None, notice=no_lines_notice(states), empty=True)
 
 
 def _one_line(e: BaseException | None) -> str | None:
@@ -91,6 +112,8 @@ class LogReader:
         chosen = self._select(name, ns, uid, st, worker, attempt, previous_attempt, wait=follow)
         shown: set[str] = set()
         while True:
+            for p in chosen:
+                yield LogItem(p.index, None, None, state=p.state)
             failed: set[int] = set()
             for item in self._stream_pods(chosen, ns, follow):
                 if item.error is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...api import Phase, semantic_errors
 from ...api import reasons as R
+from ...api.names import worker_selector
 from ..decision import Decision, Finish, Outcome, Stop
 
 
@@ -33,6 +34,8 @@ def started(d: Decision) -> Outcome:
     st = d.status
     if st.start_time is None:
         st.start_time = d.now
+    if st.selector is None:  # the scale subresource's labelSelectorPath (an HPA reads it)
+        st.selector = worker_selector(d.job.metadata.name)
     if st.phase is None:
         st.phase = Phase.PENDING
     return None
