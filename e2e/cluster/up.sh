@@ -3,11 +3,15 @@
 # and kube-scheduler built by build.sh, run as plain processes by `kwokctl --runtime binary`,
 # with kwok-controller playing the kubelet of 4 fake nodes. Nothing is downloaded.
 #
+# kwok-controller manages only the nodes annotated kwok.x-k8s.io/node=fake (kwokctl's binary
+# runtime would start it with --manage-all-nodes=true, adopting any real kubelet's node and its
+# pods), so a real node (e2e/node/up.sh) can join the same cluster; NODE_COUNT=0 makes no fake node.
+#
 # Usage: up.sh [NAME]     (NAME defaults to "trainyard")
 # Writes the admin kubeconfig to $TRAINYARD_CACHE/clusters/NAME/kubeconfig and prints its path
 # as the last line on stdout. Idempotent: a healthy existing cluster is reused.
 #
-# Env: NODE_COUNT (4), NODE_CPU (64), NODE_MEMORY (256Gi), NODE_PODS (500), UP_TIMEOUT (180 s).
+# Env: NODE_COUNT (4, may be 0), NODE_CPU (64), NODE_MEMORY (256Gi), NODE_PODS (500), UP_TIMEOUT (180 s).
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -39,7 +43,11 @@ KUBECONFIG_OUT="${OUT_DIR}/kubeconfig"
 STAMP="${OUT_DIR}/versions"
 # kwok's Logs CRDs let a test give a fake pod real log lines (kubectl logs, -f).
 KWOK_CRDS="Logs,ClusterLogs"
-WANT_STAMP="KUBE_VERSION=${KUBE_VERSION} ETCD_VERSION=${ETCD_VERSION} KWOK_VERSION=${KWOK_VERSION} CRDS=${KWOK_CRDS}"
+# CONFIG: bump when the KwokctlConfiguration written below changes (a cluster made from another
+# one is recreated). 2: kwok-controller limited to annotated nodes; a kubelet client certificate
+# and the kubernetes Service's ClusterIP in the serving certificate (for a real node's pods).
+KWOK_CONFIG_VERSION=2
+WANT_STAMP="KUBE_VERSION=${KUBE_VERSION} ETCD_VERSION=${ETCD_VERSION} KWOK_VERSION=${KWOK_VERSION} CRDS=${KWOK_CRDS} CONFIG=${KWOK_CONFIG_VERSION}"
 cluster_lock "$NAME"   # serialise concurrent up.sh/down.sh runs for the same cluster
 mkdir -p "${OUT_DIR}"
 
@@ -105,7 +113,8 @@ kind: Node
 metadata:
   name: kwok-node-${i}
   annotations:
-    # kwok-controller manages (plays the kubelet for) nodes with this annotation.
+    # kwok-controller manages (plays the kubelet for) only nodes with this annotation: up.sh
+    # starts it with --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake.
     kwok.x-k8s.io/node: fake
     node.alpha.kubernetes.io/ttl: \"0\"
   labels:
@@ -128,6 +137,7 @@ status:
     kubeProxyVersion: fake
   phase: Running"
   done
+  (( NODE_COUNT > 0 )) || return 0   # `kubectl apply` of nothing is an error
   # Server-side apply: creates missing nodes, leaves existing ones (and their status) alone.
   printf '%s\n' "$manifest" | kctl apply --server-side --field-manager=trainyard-up -f - >/dev/null
 }
@@ -144,12 +154,38 @@ create_cluster() {
   local cfg="${OUT_DIR}/kwokctl.yaml" logf="${OUT_DIR}/kwokctl-create.log"
   # Options without a command-line flag. bindAddress: kwokctl's default is 0.0.0.0, which would
   # expose etcd (no auth) and the apiserver on every interface; keep them on loopback.
+  # kubeApiserverCertSANs: the kubernetes Service's ClusterIP (the first address of the
+  # apiserver's default --service-cluster-ip-range 10.0.0.0/24), which in-cluster clients (a real
+  # node's pods, e2e/node) dial and verify.
+  # componentsPatches:
+  # - kwok-controller: kwokctl's binary runtime starts it with --manage-all-nodes=true, which would
+  #   make kwok play the kubelet of every node, a real one included (it would mark the real
+  #   node's pods Running itself). Override it: only nodes annotated kwok.x-k8s.io/node=fake,
+  #   as kwokctl's kind runtime does. (kwokctl appends extra args after its own, and the last
+  #   --manage-all-nodes on the command line wins; kwok-controller's log then says
+  #   "Watch nodes" with that annotation, not "Watch all nodes".)
+  # - kube-apiserver: a client certificate for the apiserver -> kubelet connection (logs, exec,
+  #   port-forward). kwokctl gives it none, so a real kubelet would see anonymous requests; with
+  #   this one (kwokctl's admin certificate, group system:masters), a kubelet that authenticates
+  #   x509 clients against the cluster CA and authorises them by webhook allows it, as on a real
+  #   cluster (e2e/node/up.sh). kwok's own fake nodes ignore client certificates.
+  local pki="${KWOK_WORKDIR}/clusters/${NAME}/pki"
   cat > "$cfg" <<YAML
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
   bindAddress: 127.0.0.1
   kubectlBinary: $(resolve "$KUBECTL")
+  kubeApiserverCertSANs: [10.0.0.1]
+componentsPatches:
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: "false"}
+  - {key: manage-nodes-with-annotation-selector, value: "kwok.x-k8s.io/node=fake"}
+- name: kube-apiserver
+  extraArgs:
+  - {key: kubelet-client-certificate, value: "${pki}/admin.crt"}
+  - {key: kubelet-client-key, value: "${pki}/admin.key"}
 YAML
   # An explicit --config also keeps a personal ~/.kwok/kwok.yaml (e.g. custom Stages) out of it.
   if ! kwokctl_run "$KWOKCTL" --config "$cfg" create cluster --name "$NAME" --runtime binary \
