@@ -70,6 +70,7 @@ def test_worker_pod_is_exact():
             "volumes": [{"name": "data", "emptyDir": {}},
                         {"name": "trainyard-checkpoints", "persistentVolumeClaim": {"claimName": "demo-checkpoints"}}],
             "restartPolicy": "Never",
+            "securityContext": {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch"},
             "hostname": "demo-3-2",
             "subdomain": "demo",
             "schedulerName": "volcano",
@@ -147,3 +148,39 @@ def test_progress_deadline_adds_heartbeat_env_volume_and_liveness_probe():
                              "test $(( $(date +%s) - $(stat -c %Y /var/run/trainyard/heartbeat) )) -lt 150"]},
         "initialDelaySeconds": 150, "periodSeconds": 10, "failureThreshold": 1,
     }
+
+
+def _pod_security(spec_overrides: dict, **template_spec) -> dict:
+    tspec = {"containers": [{"name": "trainer", "image": "img:1"}], **template_spec}
+    job = make_job({"workers": 1, **spec_overrides, "template": {"spec": tspec}})
+    return worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"].get("securityContext")
+
+
+CKPT = {"checkpoint": {"size": "1Gi"}}
+
+
+def test_checkpoint_volume_gets_the_trainer_image_group_as_fs_group():
+    """The claim's volume is root-owned 0755 when first mounted; the trainer runs as uid/gid 1000."""
+    assert _pod_security(CKPT) == {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
+def test_fs_group_follows_the_trainer_run_as_group_container_first():
+    assert _pod_security(CKPT, securityContext={"runAsUser": 2000, "runAsGroup": 3000}) == {
+        "runAsUser": 2000, "runAsGroup": 3000, "fsGroup": 3000, "fsGroupChangePolicy": "OnRootMismatch"}
+    containers = [{"name": "sidecar", "image": "s:1", "securityContext": {"runAsGroup": 7}},
+                  {"name": "trainer", "image": "img:1", "securityContext": {"runAsGroup": 4000}}]
+    assert _pod_security(CKPT, containers=containers, securityContext={"runAsGroup": 3000}) == {
+        "runAsGroup": 3000, "fsGroup": 4000, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
+def test_users_fs_group_and_change_policy_are_never_overridden():
+    assert _pod_security(CKPT, securityContext={"fsGroup": 0}) == {"fsGroup": 0}
+    assert _pod_security(CKPT, securityContext={"fsGroup": 5, "fsGroupChangePolicy": "Always"}) == {
+        "fsGroup": 5, "fsGroupChangePolicy": "Always"}
+    assert _pod_security(CKPT, securityContext={"fsGroupChangePolicy": "Always"}) == {
+        "fsGroup": 1000, "fsGroupChangePolicy": "Always"}
+
+
+def test_no_checkpoint_no_fs_group():
+    assert _pod_security({}) is None
+    assert _pod_security({}, securityContext={"runAsUser": 5}) == {"runAsUser": 5}
