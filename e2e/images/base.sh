@@ -5,7 +5,7 @@
 # (useradd), imported with `docker import`.
 #
 # Prints the image reference (trainyard/python-base:<suite>-<key>) as the last stdout line. The
-# key hashes this script and the BASE_* pins of versions.env, so a warm run finds the image and does nothing; the
+# key hashes BASE_RECIPE and the BASE_* pins of versions.env, so a warm run finds the image and does nothing; the
 # Debian package versions that went in are in the image's label trainyard.base.packages.
 #
 # Usage: base.sh [--force]     (needs root, debootstrap and Docker; e2e/node/deps.sh installs them)
@@ -16,8 +16,10 @@ set -euo pipefail
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
-# The key: this script and the base's pins (not the rest of versions.env, which the base ignores).
-KEY="$({ cat "${BASH_SOURCE[0]}"; printf '%s\n' "${BASE_SUITE}" "${BASE_MIRROR}" "${BASE_PACKAGES}"; } | sha256sum | cut -c1-12)"
+# Bump when the way the base is made changes (the debootstrap command, what is removed after it).
+BASE_RECIPE=1
+# The key: the recipe and the base's pins (not the rest of versions.env, which the base ignores).
+KEY="$(printf '%s\n' "${BASE_RECIPE}" "${BASE_SUITE}" "${BASE_MIRROR}" "${BASE_PACKAGES}" | sha256sum | cut -c1-12)"
 REF="trainyard/python-base:${BASE_SUITE}-${KEY}"
 LOG="${LOG_DIR}/base-image.log"
 
@@ -44,6 +46,7 @@ fi
 
 # The package versions that went in (for the label), then what an image does not need: apt's
 # package lists and caches, documentation, man pages, and logs.
+# shellcheck disable=SC2016  # dpkg-query's own format, not shell
 PKGS="$(chroot "$ROOTFS" dpkg-query -W -f '${Package}=${Version}\n' python3 python3.11 python3-venv libpython3.11-stdlib ca-certificates | tr '\n' ' ')"
 chroot "$ROOTFS" apt-get clean
 rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/* "$ROOTFS"/usr/share/doc/* \

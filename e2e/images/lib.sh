@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # settings for the scripts that source this file
 # Common settings for e2e/images/*.sh (and e2e/node/*.sh). Sourced, never executed.
 
 IMAGES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
