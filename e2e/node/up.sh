@@ -319,10 +319,14 @@ wait_until "node ${NODE_NAME} Ready" "$UP_TIMEOUT" "${NODE_LOGS}/kubelet.log" no
 # storage driver's volumes do. Each directory is root-owned 0755, like a fresh file system: a pod
 # whose uid is not root can write there only through its fsGroup. The StorageClass has no
 # provisioner and binds when the first consumer is scheduled. A PV released by a deleted claim
-# is made Available again (its directory emptied) the next time up.sh runs.
+# is made Available again (its directory emptied) the next time up.sh runs. The class is the
+# cluster's default, as kind's "standard" is, so a claim without a class (the operator's, the
+# e2e/kind example's) binds here too.
 pv_manifest="apiVersion: storage.k8s.io/v1
 kind: StorageClass
-metadata: {name: ${STORAGE_CLASS}}
+metadata:
+  name: ${STORAGE_CLASS}
+  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Retain"
