@@ -53,7 +53,7 @@ def test_worker_pod_is_exact():
                      {"name": "PET_NNODES", "value": "4:4"},
                      {"name": "PET_NPROC_PER_NODE", "value": "2"},
                      {"name": "PET_RDZV_BACKEND", "value": "c10d"},
-                     {"name": "PET_RDZV_ENDPOINT", "value": "demo-1-0.demo.ml.svc:29400"},
+                     {"name": "PET_RDZV_ENDPOINT", "value": "demo-1-0.demo.ml.svc.cluster.local.:29400"},
                      {"name": "PET_RDZV_ID", "value": f"{UID}-1"},
                      {"name": "PET_RDZV_CONF", "value": "join_timeout=600,is_host=false"},
                      {"name": "PET_MAX_RESTARTS", "value": "2"},
@@ -85,7 +85,7 @@ def test_worker_0_hosts_the_rendezvous_and_elastic_passes_min_max():
     env = {e["name"]: e["value"] for e in worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["env"]}
     assert env["PET_NNODES"] == "2:5"
     assert env["PET_RDZV_CONF"] == "join_timeout=60,last_call_timeout=5,is_host=true"
-    assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc:1234"
+    assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc.cluster.local.:1234"
     assert "TRAINYARD_CHECKPOINT_DIR" not in env
 
 
@@ -184,3 +184,9 @@ def test_users_fs_group_and_change_policy_are_never_overridden():
 def test_no_checkpoint_no_fs_group():
     assert _pod_security({}) is None
     assert _pod_security({}, securityContext={"runAsUser": 5}) == {"runAsUser": 5}
+
+
+def test_worker_fqdn_is_absolute_in_the_given_cluster_domain():
+    from trainyard.naming import worker_fqdn
+    assert worker_fqdn("demo", "ml", 2, 0) == "demo-2-0.demo.ml.svc.cluster.local."
+    assert worker_fqdn("demo", "ml", 2, 1, cluster_domain="corp.example.") == "demo-2-1.demo.ml.svc.corp.example."
