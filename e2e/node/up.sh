@@ -13,13 +13,21 @@
 # Prints the cluster's admin kubeconfig path as the last stdout line. Needs root.
 #
 # Env: NODE_CLUSTER (trainyard-node), NODE_COUNT (0: fake kwok nodes of the cluster),
-#      LOCAL_PVS (4), COREDNS_CACHE (30: the seconds of upstream's default `cache 30`), UP_TIMEOUT (180).
+#      LOCAL_PVS (4), COREDNS_TTL and COREDNS_CACHE (30 and 30: kubeadm's Corefile),
+#      COREDNS_NEGATIVE_CACHE (1; 0: no NXDOMAIN caching in the cluster zone), UP_TIMEOUT (180).
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 UP_TIMEOUT="${UP_TIMEOUT:-180}"
 COREDNS_CACHE="${COREDNS_CACHE:-30}"
+COREDNS_TTL="${COREDNS_TTL:-30}"
+# COREDNS_NEGATIVE_CACHE=0: do not cache NXDOMAIN in the cluster zone (a headless Service name then
+# resolves as soon as its EndpointSlice has it). Off by default: users' clusters cache it.
+COREDNS_DENIAL=""
+if [[ "${COREDNS_NEGATIVE_CACHE:-1}" == 0 ]]; then COREDNS_DENIAL=" {
+        disable denial ${CLUSTER_DOMAIN}
+    }"; fi
 START=$SECONDS
 [[ $(id -u) -eq 0 ]] || die "the node needs root (network namespaces, mounts, cgroups)"
 
@@ -202,10 +210,11 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "trainyard:co
 YAML
 COREDNS_HEALTH_PORT=18053 COREDNS_READY_PORT=18181
 COREFILE="${NODE_HOME}/Corefile"
-# The cluster zone as upstream's default Corefile (kubeadm's) serves it: `pods insecure`, TTL 5,
-# and `cache 30` (COREDNS_CACHE), whose negative caching holds an NXDOMAIN for a headless
-# Service name that was looked up before its EndpointSlice existed. Everything else: the node's
-# name (hosts), then NXDOMAIN; nothing is forwarded off the machine.
+# The cluster zone as kubeadm's default Corefile serves it (what most users' clusters run):
+# `pods insecure`, `ttl 30` (COREDNS_TTL) and `cache 30` (COREDNS_CACHE). The TTL is also the
+# SOA minimum of an NXDOMAIN, so a headless Service pod name looked up before its EndpointSlice
+# existed stays NXDOMAIN in the cache for up to 30 s. Everything else: the node's name (hosts),
+# then NXDOMAIN; nothing is forwarded off the machine (a user's cluster would forward it upstream).
 cat > "${COREFILE}.new" <<EOF
 ${CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {
     bind ${NODE_BRIDGE_IP}
@@ -217,9 +226,9 @@ ${CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {
         kubeconfig ${COREDNS_KUBECONFIG}
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
-        ttl 5
+        ttl ${COREDNS_TTL}
     }
-    cache ${COREDNS_CACHE}
+    cache ${COREDNS_CACHE}${COREDNS_DENIAL}
 }
 .:53 {
     bind ${NODE_BRIDGE_IP}

@@ -97,6 +97,11 @@ class Node:
     trainer_image: str
     timings: dict[str, float]
 
+    @property
+    def coredns_log(self) -> Path:
+        """The node's CoreDNS query log (one line per question: client, type, name, rcode)."""
+        return CACHE / "node" / "logs" / "coredns.log"
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess:
         r = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], text=True,

@@ -177,3 +177,36 @@ def test_checkpoint_volume_is_writable_through_the_builders_fs_group(node: Node,
     assert node.pod_phase(ns, "ck-0-0") == "Succeeded" and "WROTE" in text, text
     assert re.search(r"uid=1000\(trainyard\) gid=1000\(trainyard\) groups=1000\(trainyard\)", text), text
     assert re.search(r"drwxrwsr-x \d+ 0 1000 ", text), text  # setgid, group 1000: the kubelet's fsGroup handling
+
+
+def test_the_absolute_rendezvous_name_is_one_dns_question(node: Node, ns: str):
+    """The builders' endpoint (`<pod>.<svc>.<ns>.svc.cluster.local.`) is asked for as is; the old
+    relative `<pod>.<svc>.<ns>.svc` (3 dots < the pods' ndots:5) walked the search list first. One
+    lookup of each, for names that do not exist yet (as at a gang's start), counted in the node's
+    CoreDNS query log (the cluster zone only; the relative name's last try, `...svc.` as is, is
+    answered by the catch-all zone, upstream on a user's cluster)."""
+    from trainyard.naming import worker_fqdn
+
+    tag = uuid.uuid4().hex[:6]
+    absolute = worker_fqdn(f"a{tag}", ns, 0, 0)
+    relative = f"r{tag}-0-0.r{tag}.{ns}.svc"
+    assert absolute == f"a{tag}-0-0.a{tag}.{ns}.svc.cluster.local."
+    log = node.coredns_log
+    start = log.stat().st_size
+    script = (f"import socket\nfor h in {[absolute, relative]!r}:\n    try:\n"
+              "        socket.getaddrinfo(h, 29400, type=socket.SOCK_STREAM)\n"
+              "    except OSError as e:\n        print(h, 'does not resolve:', e, flush=True)\n")
+    node.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dns", "namespace": ns},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": node.operator_image,
+                                                                   "command": ["python", "-c", script]}]}})
+    wait_for(lambda: node.pod_phase(ns, "dns") == "Succeeded", 120, "the DNS probe pod")
+    assert node.logs(ns, "dns").count("does not resolve") == 2
+
+    def asked(prefix: str) -> set[str]:
+        with log.open() as f:
+            f.seek(start)
+            return {m.group(1) for m in re.finditer(r" (?:A|AAAA) (\S+) NXDOMAIN", f.read()) if m.group(1).startswith(prefix)}
+    wait_for(lambda: asked(f"r{tag}"), 30, "CoreDNS to log the queries")
+    assert asked(f"a{tag}") == {absolute}
+    assert asked(f"r{tag}") == {f"{relative}.{ns}.svc.cluster.local.", f"{relative}.svc.cluster.local.",
+                                f"{relative}.cluster.local."}

@@ -112,7 +112,7 @@ def test_digits_example_trains_resumes_after_a_kill_and_succeeds(chart: Node):
                        timeout=2400)
     print(r.stderr[-4000:])
     assert r.returncode == 0, r.stderr[-12000:]
-    assert re.search(r"resumed from step=\d+", r.stderr), r.stderr[-4000:]
+    assert re.search(r"resumed from step \d+", r.stderr), r.stderr[-4000:]
     chart.kubectl("delete", "namespace", env["NS"], "--wait=false", check=False)
 
 
