@@ -18,6 +18,7 @@
 # Prints "REF ID" for every image on stdout. Logs: $TRAINYARD_CACHE/logs/image-<name>.log.
 #
 # Usage: build.sh [--base local|public] [--with-stand-in] [--only operator|trainer|stand-in] [--force]
+# Env: IMAGES_BASE (local), WHEELS_PORT (18765: the wheel server's port on 127.0.0.1), TRAINYARD_CACHE.
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -89,10 +90,17 @@ start_wheel_server() {
   "${IMAGES_DIR}/wheels.sh" >/dev/null
   local portfile port t0=$SECONDS
   portfile="$(mktemp)"
-  python3 - "$WHEEL_CACHE" "$portfile" >>"${LOG_DIR}/wheel-server.log" 2>&1 <<'PY' &
+  # A fixed port (WHEELS_PORT): WHEELS_URL is a build argument, part of the cache key of the
+  # layers that install from it; a new port per run would reinstall torch at every rebuild. When
+  # the port is taken, any free one is used (and the install layers are rebuilt once).
+  python3 - "$WHEEL_CACHE" "$portfile" "${WHEELS_PORT:-18765}" >>"${LOG_DIR}/wheel-server.log" 2>&1 <<'PY' &
 import functools, http.server, sys
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+try:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), handler)
+except OSError as e:
+    print(f"port {sys.argv[3]} unavailable ({e}); using a free one", file=sys.stderr, flush=True)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 with open(sys.argv[2], "w") as f:
     f.write(str(srv.server_address[1]))
 srv.serve_forever()
