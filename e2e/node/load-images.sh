@@ -44,5 +44,8 @@ for ref in "$@"; do
     die "importing ${ref} into the node's containerd failed (log: ${logf})"
   fi
   "${CTR[@]}" images label "$cref" "dev.trainyard.docker-id=${id}" >/dev/null
+  # The import also names the image by its Docker ID; that second name would keep this build's
+  # layers alive after the tag moves on to the next build: drop it (the tag holds the image).
+  "${CTR[@]}" images rm "$id" >/dev/null 2>&1 || true
   log "imported ${cref} in $(( SECONDS - t0 ))s"
 done
