@@ -68,7 +68,9 @@ inputs_key() { # inputs_key BASE_ID ARG... -- PATH...
   {
     printf 'recipe=%s base=%s\n' "$RECIPE" "$base_id"
     printf '%s\n' "${args[@]}"
-    (cd "$REPO_ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | LC_ALL=C sort -z |
+    # Tool caches are no input (they are in no image either: see the .dockerignore files).
+    (cd "$REPO_ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.ruff_cache/*' \
+       ! -path '*/.pytest_cache/*' ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z |
        xargs -0 sha256sum)
   } | sha256sum | cut -c1-16
 }

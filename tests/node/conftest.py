@@ -156,15 +156,22 @@ def node() -> Iterator[Node]:
     timed("node-tools", "building kubelet, CoreDNS, crictl, the sandbox image (e2e/node/build.sh)",
           [str(E2E / "node" / "build.sh")])
     timed("images", "building the images (e2e/images/build.sh)", [str(E2E / "images" / "build.sh")])
-    up = timed("node-up", "starting the node (e2e/node/up.sh)", [str(E2E / "node" / "up.sh")], 900)
-    kubeconfig = up.strip().splitlines()[-1]
-    operator_image, trainer_image = _image_refs()
-    timed("load-images", "importing the images into the node's containerd (e2e/node/load-images.sh)",
-          [str(E2E / "node" / "load-images.sh"), operator_image, trainer_image], 1800)
+    def down() -> None:
+        if os.environ.get("TRAINYARD_KEEP_NODE") != "1":
+            subprocess.run([str(E2E / "node" / "down.sh"), "--cluster"], capture_output=True, timeout=600)
+
+    try:
+        up = timed("node-up", "starting the node (e2e/node/up.sh)", [str(E2E / "node" / "up.sh")], 900)
+        kubeconfig = up.strip().splitlines()[-1]
+        operator_image, trainer_image = _image_refs()
+        timed("load-images", "importing the images into the node's containerd (e2e/node/load-images.sh)",
+              [str(E2E / "node" / "load-images.sh"), operator_image, trainer_image], 1800)
+    except BaseException:  # a half-started node (pytest's skip and fail are exceptions too) goes down
+        down()
+        raise
     print(f"\n[node tier] setup times (s): {timings}", file=sys.stderr)
     yield Node(kubeconfig, str(BIN / "kubectl"), str(BIN / "helm"), operator_image, trainer_image, timings)
-    if os.environ.get("TRAINYARD_KEEP_NODE") != "1":
-        subprocess.run([str(E2E / "node" / "down.sh"), "--cluster"], capture_output=True, timeout=600)
+    down()
 
 
 @pytest.fixture
