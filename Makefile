@@ -9,6 +9,7 @@ CRD := crds/trainyard.dev_distributedtrainingjobs.yaml
 CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
 -include e2e/cluster/cluster.mk
+-include e2e/node/node.mk
 
 .PHONY: setup test unit test-cluster test-chart actionlint images lint crds verify demo bench clean
 
@@ -47,12 +48,6 @@ test-chart: setup
 # Lint .github/workflows with the pinned actionlint (built from Go modules by e2e/cluster/build.sh).
 actionlint: cluster-tools
 	$(CLUSTER_BIN)/actionlint
-
-# The operator and trainer images (needs a Docker engine; the e2e-kind workflow builds them).
-APP_VERSION := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/trainyard/Chart.yaml)
-images:
-	docker build -f operator/Dockerfile -t trainyard/operator:$(APP_VERSION) .
-	docker build -t trainyard/trainer:$(APP_VERSION) trainer-image
 
 test: setup lint verify
 	$(VENV)/bin/pytest tests -q

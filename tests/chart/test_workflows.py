@@ -41,11 +41,14 @@ def test_e2e_steps_refer_to_things_that_exist():
     for deselected in re.findall(r"--deselect (\S+)", script):
         path, _, name = deselected.partition("::")
         assert f"def {name}(" in (REPO / path).read_text(), deselected
-    for named, needed in [("-f operator/Dockerfile -t", "operator/Dockerfile"),
-                          (" trainer-image\n", "trainer-image/Dockerfile"),
-                          (" e2e/kind/stand-in-trainer\n", "e2e/kind/stand-in-trainer/Dockerfile"),
+    for named, needed in [("e2e/images/build.sh --base public --with-stand-in", "e2e/images/build.sh"),
+                          ("e2e/images/check.sh", "e2e/images/check.sh"),
                           ("--config e2e/kind/kind-config.yaml", "e2e/kind/kind-config.yaml"),
                           ("e2e/kind/digits-resume.sh", "e2e/kind/digits-resume.sh"),
                           ("helm install trainyard charts/trainyard", "charts/trainyard/Chart.yaml")]:
         assert named in script, named
         assert (REPO / needed).exists(), needed
+    # The workflow builds the images with the script `make images` runs: every Dockerfile is in it.
+    build = (REPO / "e2e" / "images" / "build.sh").read_text()
+    for dockerfile in ("operator/Dockerfile", "trainer-image/Dockerfile", "e2e/kind/stand-in-trainer/Dockerfile"):
+        assert dockerfile in build and (REPO / dockerfile).exists(), dockerfile

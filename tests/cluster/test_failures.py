@@ -40,7 +40,7 @@ def test_retryable_failure_restarts_the_gang_with_a_new_rendezvous(kube, ns, ope
     status = kube.wait_phase(ns, "gang", "Running")
     assert (status["attempt"], status["restarts"], status["disruptions"]) == (1, 1, 0)
     assert {env_of(p)["PET_RDZV_ID"] for p in new} == {f"{uid}-1"}
-    assert {env_of(p)["PET_RDZV_ENDPOINT"] for p in new} == {f"gang-1-0.gang.{ns}.svc:29400"}
+    assert {env_of(p)["PET_RDZV_ENDPOINT"] for p in new} == {f"gang-1-0.gang.{ns}.svc.cluster.local.:29400"}
     # the old gang is gone except the failed pod, kept for its logs
     wait_for(lambda: [p.metadata.name for p in kube.pods(ns, "gang", 0)] == ["gang-0-1"], 30, "old gang deleted")
     assert max(live_indices_by_attempt(kube, ns, "gang").values()) == 1

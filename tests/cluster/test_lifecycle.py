@@ -51,7 +51,7 @@ def test_kubectl_apply_example_creates_exact_children(kube, ns, installed, opera
             assert (owner.kind, owner.name, owner.uid, owner.controller) == ("DistributedTrainingJob", "digits-ddp",
                                                                              uid, True)
         env0 = env_of(pods[0])
-        assert env0["PET_RDZV_ENDPOINT"] == f"digits-ddp-0-0.digits-ddp.{ns}.svc:29400"
+        assert env0["PET_RDZV_ENDPOINT"] == f"digits-ddp-0-0.digits-ddp.{ns}.svc.cluster.local.:29400"
         assert env0["PET_RDZV_ID"] == f"{uid}-0"
         assert env0["PET_NNODES"] == "4:4"
 

@@ -60,6 +60,8 @@ def test_parse_rdzv_conf_rejects_garbage():
     ("endpoint", "want"),
     [
         ("digits-0-0.digits.ml.svc:29400", ("digits-0-0.digits.ml.svc", 29400)),
+        # the operator's absolute name (trailing dot): the dot stays with the host
+        ("digits-0-0.digits.ml.svc.cluster.local.:29400", ("digits-0-0.digits.ml.svc.cluster.local.", 29400)),
         ("127.0.0.1:1234", ("127.0.0.1", 1234)),
         ("[::1]:29400", ("::1", 29400)),
         ("somehost", ("somehost", None)),

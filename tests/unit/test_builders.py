@@ -57,11 +57,11 @@ def test_worker_pod_is_exact():
                      {"name": "PET_NNODES", "value": "4:4"},
                      {"name": "PET_NPROC_PER_NODE", "value": "2"},
                      {"name": "PET_RDZV_BACKEND", "value": "c10d"},
-                     {"name": "PET_RDZV_ENDPOINT", "value": "demo-1-0.demo.ml.svc:29400"},
+                     {"name": "PET_RDZV_ENDPOINT", "value": "demo-1-0.demo.ml.svc.cluster.local.:29400"},
                      {"name": "PET_RDZV_ID", "value": f"{UID}-1"},
                      {"name": "PET_RDZV_CONF", "value": "join_timeout=600,is_host=false"},
                      {"name": "PET_MAX_RESTARTS", "value": "2"},
-                     {"name": "MASTER_ADDR", "value": "demo-1-0.demo.ml.svc"},
+                     {"name": "MASTER_ADDR", "value": "demo-1-0.demo.ml.svc.cluster.local."},
                      {"name": "MASTER_PORT", "value": "29400"},
                      # procsPerWorker 2: only torchrun can give a process its rank (engine/env.py)
                      {"name": "WORLD_SIZE", "value": TORCHRUN_ONLY},
@@ -79,6 +79,7 @@ def test_worker_pod_is_exact():
             "volumes": [{"name": "data", "emptyDir": {}},
                         {"name": "trainyard-checkpoints", "persistentVolumeClaim": {"claimName": "demo-checkpoints"}}],
             "restartPolicy": "Never",
+            "securityContext": {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch"},
             "hostname": "demo-3-2",
             "subdomain": "demo",
             "schedulerName": "volcano",
@@ -93,7 +94,7 @@ def test_worker_0_hosts_the_rendezvous_and_elastic_passes_min_max():
     env = {e["name"]: e["value"] for e in worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["env"]}
     assert env["PET_NNODES"] == "2:5"
     assert env["PET_RDZV_CONF"] == "join_timeout=60,last_call_timeout=5,is_host=true"
-    assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc:1234"
+    assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc.cluster.local.:1234"
     assert "TRAINYARD_CHECKPOINT_DIR" not in env
 
 
@@ -156,3 +157,45 @@ def test_progress_deadline_adds_heartbeat_env_volume_and_liveness_probe():
                              "test $(( $(date +%s) - $(stat -c %Y /var/run/trainyard/heartbeat) )) -lt 150"]},
         "initialDelaySeconds": 150, "periodSeconds": 10, "failureThreshold": 1,
     }
+
+
+def _pod_security(spec_overrides: dict, **template_spec) -> dict:
+    tspec = {"containers": [{"name": "trainer", "image": "img:1"}], **template_spec}
+    job = make_job({"workers": 1, **spec_overrides, "template": {"spec": tspec}})
+    return worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"].get("securityContext")
+
+
+CKPT = {"checkpoint": {"size": "1Gi"}}
+
+
+def test_checkpoint_volume_gets_the_trainer_image_group_as_fs_group():
+    """The claim's volume is root-owned 0755 when first mounted; the trainer runs as uid/gid 1000."""
+    assert _pod_security(CKPT) == {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
+def test_fs_group_follows_the_trainer_run_as_group_container_first():
+    assert _pod_security(CKPT, securityContext={"runAsUser": 2000, "runAsGroup": 3000}) == {
+        "runAsUser": 2000, "runAsGroup": 3000, "fsGroup": 3000, "fsGroupChangePolicy": "OnRootMismatch"}
+    containers = [{"name": "sidecar", "image": "s:1", "securityContext": {"runAsGroup": 7}},
+                  {"name": "trainer", "image": "img:1", "securityContext": {"runAsGroup": 4000}}]
+    assert _pod_security(CKPT, containers=containers, securityContext={"runAsGroup": 3000}) == {
+        "runAsGroup": 3000, "fsGroup": 4000, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
+def test_users_fs_group_and_change_policy_are_never_overridden():
+    assert _pod_security(CKPT, securityContext={"fsGroup": 0}) == {"fsGroup": 0}
+    assert _pod_security(CKPT, securityContext={"fsGroup": 5, "fsGroupChangePolicy": "Always"}) == {
+        "fsGroup": 5, "fsGroupChangePolicy": "Always"}
+    assert _pod_security(CKPT, securityContext={"fsGroupChangePolicy": "Always"}) == {
+        "fsGroup": 1000, "fsGroupChangePolicy": "Always"}
+
+
+def test_no_checkpoint_no_fs_group():
+    assert _pod_security({}) is None
+    assert _pod_security({}, securityContext={"runAsUser": 5}) == {"runAsUser": 5}
+
+
+def test_worker_fqdn_is_absolute_in_the_given_cluster_domain():
+    from trainyard.api.names import worker_fqdn
+    assert worker_fqdn("demo", "ml", 2, 0) == "demo-2-0.demo.ml.svc.cluster.local."
+    assert worker_fqdn("demo", "ml", 2, 1, cluster_domain="corp.example.") == "demo-2-1.demo.ml.svc.corp.example."

@@ -4,6 +4,8 @@ an object that already exists is a no-op (409), never a duplicate."""
 
 from __future__ import annotations
 
+import os
+
 LABEL_JOB_NAME = "trainyard.dev/job-name"
 LABEL_WORKER_INDEX = "trainyard.dev/worker-index"
 LABEL_ATTEMPT = "trainyard.dev/attempt"
@@ -30,8 +32,19 @@ def claim_name(job: str) -> str:
     return f"{job}-checkpoints"
 
 
-def worker_fqdn(job: str, namespace: str, attempt: int, index: int) -> str:
-    return f"{worker_name(job, attempt, index)}.{service_name(job)}.{namespace}.svc"
+# The cluster's DNS domain (the kubelet's clusterDomain). TRAINYARD_CLUSTER_DOMAIN overrides it for
+# clusters that use another one.
+CLUSTER_DOMAIN = os.environ.get("TRAINYARD_CLUSTER_DOMAIN", "cluster.local")
+
+
+def worker_fqdn(job: str, namespace: str, attempt: int, index: int, cluster_domain: str = CLUSTER_DOMAIN) -> str:
+    """The worker pod's DNS name (hostname.subdomain of the headless Service), absolute: with the
+    cluster domain and a trailing dot, so the pod's resolver asks for exactly this name once. A
+    relative `...<ns>.svc` has fewer dots than the pods' ndots:5, so every lookup would walk the
+    search list first (<ns>.svc.<domain>, svc.<domain>, <domain>) and then ask for `...svc.` as
+    is, which outside the cluster zone goes to the upstream resolvers: four questions (times A and
+    AAAA) per try while the record does not exist yet, each NXDOMAIN cached by the cluster DNS."""
+    return f"{worker_name(job, attempt, index)}.{service_name(job)}.{namespace}.svc.{cluster_domain.strip('.')}."
 
 
 def rendezvous_id(job_uid: str, rendezvous_attempt: int) -> str:

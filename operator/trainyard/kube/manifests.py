@@ -27,6 +27,10 @@ CHECKPOINT_VOLUME = "trainyard-checkpoints"
 RUN_VOLUME = "trainyard-run"
 RUN_DIR = "/var/run/trainyard"
 HEARTBEAT_FILE = f"{RUN_DIR}/heartbeat"
+# The trainer image's group (trainer-image/Dockerfile: uid/gid 1000). A checkpoint volume is
+# usually root-owned 0755 when first mounted; with this fsGroup the kubelet makes it group-owned
+# and group-writable, so the trainer's uid can write its checkpoints.
+TRAINER_IMAGE_GID = 1000
 # The launcher's own watchdog fires at the deadline; the probe is the backstop for a launcher
 # that is itself stuck, so it waits a little longer.
 PROBE_SLACK_SECONDS = 30
@@ -55,6 +59,23 @@ def heartbeat_probe(deadline: int) -> dict[str, Any]:
         "periodSeconds": 10,
         "failureThreshold": 1,
     }
+
+
+def _checkpoint_ownership(pod_spec: dict[str, Any]) -> None:
+    """Give the checkpoint volume to the trainer's group: the pod's fsGroup, unless the template
+    sets one. The group is the trainer container's runAsGroup, else the pod's, else the trainer
+    image's. OnRootMismatch: the kubelet walks the volume only when its root is not that group's
+    already (a large checkpoint directory is not re-chowned at every gang start). The user's own
+    fsGroup and fsGroupChangePolicy are never overridden."""
+    sc = pod_spec.setdefault("securityContext", {})
+    if sc.get("fsGroup") is not None:
+        return
+    trainer = next((c for c in pod_spec["containers"] if c.get("name") == TRAINER_CONTAINER), {})
+    gid = (trainer.get("securityContext") or {}).get("runAsGroup")
+    if gid is None:
+        gid = sc.get("runAsGroup")
+    sc["fsGroup"] = TRAINER_IMAGE_GID if gid is None else gid
+    sc.setdefault("fsGroupChangePolicy", "OnRootMismatch")
 
 
 def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
@@ -89,6 +110,8 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
         volumes.append({"name": RUN_VOLUME, "emptyDir": {}})
     if volumes:
         pod_spec["volumes"] = volumes
+    if ckpt:
+        _checkpoint_ownership(pod_spec)
     pod_spec["hostname"] = name
     pod_spec["subdomain"] = service_name(meta.name)
     pod_spec["restartPolicy"] = "Never"

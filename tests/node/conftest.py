@@ -1,0 +1,183 @@
+"""The node tier: a real kubelet node (containerd, runc, CNI bridge, CoreDNS; e2e/node) joined to
+the project's control plane (e2e/cluster, cluster "trainyard-node"), running the real images.
+
+The session fixture builds what is missing (the control plane's and the node's binaries, the
+images; all cached, so a warm start takes seconds), brings the node up, imports the images into
+its containerd, and takes the node and its cluster down at the end (TRAINYARD_KEEP_NODE=1 keeps
+them, e.g. for `make node-smoke` against a node already up). With CI=true a node that cannot
+start fails the run; elsewhere a missing Docker, Go or root skips the tier with one loud line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+E2E = REPO / "e2e"
+CACHE = Path(os.environ.get("TRAINYARD_CACHE", Path.home() / ".cache" / "trainyard"))
+BIN = CACHE / "bin" / "current"
+LOGS = CACHE / "logs"
+NODE_NAME = "trainyard-node"
+STORAGE_CLASS = "trainyard-local"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Cold: the control plane (~8 min), kubelet, CoreDNS and crictl (~10 min), the images (~10 min).
+BUILD_TIMEOUT = 3600
+
+T = TypeVar("T")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "node: needs the real kubelet node (e2e/node), started by the session fixture")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/node/" in str(item.fspath):
+            item.add_marker(pytest.mark.node)
+
+
+def _unavailable(why: str) -> None:
+    if IN_CI:
+        pytest.fail(f"node tier cannot run in CI: {why}", pytrace=False)
+    line = f"SKIPPING THE NODE TIER: {why}"
+    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
+    pytest.skip(line)
+
+
+def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Polls fn until it returns something truthy; fails with `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)
+
+
+def _step(what: str, cmd: list[str], timeout: float) -> str:
+    """Runs one setup script; its stderr (the script's log lines) is shown on failure."""
+    try:
+        r = subprocess.run(cmd, text=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _unavailable(f"{what} timed out after {timeout}s ({' '.join(cmd)})")
+    if r.returncode != 0:
+        _unavailable(f"{what} failed ({' '.join(cmd)}, exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def _image_refs() -> tuple[str, str]:
+    chart = yaml.safe_load((REPO / "charts" / "trainyard" / "Chart.yaml").read_text())
+    example = (REPO / "examples" / "digits-ddp.yaml").read_text()
+    trainer = next(line.split("image:")[1].strip() for line in example.splitlines()
+                   if line.strip().startswith("image: trainyard/trainer:"))
+    return f"trainyard/operator:{chart['appVersion']}", trainer
+
+
+@dataclass
+class Node:
+    kubeconfig: str
+    kubectl_bin: str
+    helm: str
+    operator_image: str
+    trainer_image: str
+    timings: dict[str, float]
+
+    @property
+    def coredns_log(self) -> Path:
+        """The node's CoreDNS query log (one line per question: client, type, name, rcode)."""
+        return CACHE / "node" / "logs" / "coredns.log"
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        r = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], text=True,
+                           capture_output=True, input=input, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+        return r
+
+    def apply(self, manifests: list[dict[str, Any]] | dict[str, Any], ns: str | None = None) -> None:
+        docs = manifests if isinstance(manifests, list) else [manifests]
+        self.kubectl(*(["-n", ns] if ns else []), "apply", "-f", "-",
+                     input="\n---\n".join(yaml.safe_dump(d) for d in docs))
+
+    def get(self, kind: str, name: str, ns: str | None = None, managed_fields: bool = False) -> dict[str, Any] | None:
+        r = self.kubectl(*(["-n", ns] if ns else []), "get", kind, name, "-o", "json",
+                         *(["--show-managed-fields"] if managed_fields else []), check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def pod_phase(self, ns: str, name: str) -> str | None:
+        pod = self.get("pod", name, ns)
+        return (pod or {}).get("status", {}).get("phase")
+
+    def logs(self, ns: str, name: str, *extra: str) -> str:
+        return self.kubectl("-n", ns, "logs", name, *extra, check=False).stdout
+
+    def diagnostics(self, ns: str) -> str:
+        out = [self.kubectl("-n", ns, "get", "pods,pvc,svc,events", "-o", "wide", check=False).stdout]
+        for line in self.kubectl("-n", ns, "get", "pods", "-o", "name", check=False).stdout.split():
+            out.append(f"--- {line}\n" + self.kubectl("-n", ns, "logs", line, "--all-containers", "--tail=60",
+                                                       check=False).stdout)
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[Node]:
+    if os.geteuid() != 0:
+        _unavailable("the node needs root (network namespaces, mounts, cgroups)")
+    if shutil.which("go") is None and not (BIN / "kubelet").exists():
+        _unavailable("no Go toolchain to build the control plane and the kubelet (install Go 1.26)")
+    if shutil.which("docker") is None and shutil.which("dockerd") is None and shutil.which("apt-get") is None:
+        _unavailable("no Docker to build the images, and no apt-get to install Debian's docker.io")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, what: str, cmd: list[str], timeout: float = BUILD_TIMEOUT) -> str:
+        t0 = time.monotonic()
+        out = _step(what, cmd, timeout)
+        timings[name] = round(time.monotonic() - t0, 1)
+        return out
+
+    timed("deps", "installing the Debian packages (e2e/node/deps.sh)", [str(E2E / "node" / "deps.sh")], 1800)
+    timed("cluster-tools", "building the control plane (e2e/cluster/build.sh)", [str(E2E / "cluster" / "build.sh")])
+    timed("node-tools", "building kubelet, CoreDNS, crictl, the sandbox image (e2e/node/build.sh)",
+          [str(E2E / "node" / "build.sh")])
+    timed("images", "building the images (e2e/images/build.sh)", [str(E2E / "images" / "build.sh")])
+    def down() -> None:
+        if os.environ.get("TRAINYARD_KEEP_NODE") != "1":
+            subprocess.run([str(E2E / "node" / "down.sh"), "--cluster"], capture_output=True, timeout=600)
+
+    try:
+        up = timed("node-up", "starting the node (e2e/node/up.sh)", [str(E2E / "node" / "up.sh")], 900)
+        kubeconfig = up.strip().splitlines()[-1]
+        operator_image, trainer_image = _image_refs()
+        timed("load-images", "importing the images into the node's containerd (e2e/node/load-images.sh)",
+              [str(E2E / "node" / "load-images.sh"), operator_image, trainer_image], 1800)
+    except BaseException:  # a half-started node (pytest's skip and fail are exceptions too) goes down
+        down()
+        raise
+    print(f"\n[node tier] setup times (s): {timings}", file=sys.stderr)
+    yield Node(kubeconfig, str(BIN / "kubectl"), str(BIN / "helm"), operator_image, trainer_image, timings)
+    down()
+
+
+@pytest.fixture
+def ns(node: Node) -> Iterator[str]:
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    node.kubectl("create", "namespace", name)
+    wait_for(lambda: node.get("serviceaccount", "default", name), 60, f"default ServiceAccount in {name}")
+    yield name
+    node.kubectl("delete", "namespace", name, "--wait=false", check=False)
