@@ -17,13 +17,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
+
+from ..support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 E2E = REPO / "e2e"
@@ -35,9 +37,6 @@ STORAGE_CLASS = "trainyard-local"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Cold: the control plane (~8 min), kubelet, CoreDNS and crictl (~10 min), the images (~10 min).
 BUILD_TIMEOUT = 3600
-
-T = TypeVar("T")
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "node: needs the real kubelet node (e2e/node), started by the session fixture")
@@ -55,18 +54,6 @@ def _unavailable(why: str) -> None:
     line = f"SKIPPING THE NODE TIER: {why}"
     print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
     pytest.skip(line)
-
-
-def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Polls fn until it returns something truthy; fails with `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
 
 
 def _step(what: str, cmd: list[str], timeout: float) -> str:
