@@ -11,8 +11,8 @@ import time
 import uuid
 
 from trainyard.api import DistributedTrainingJob
-from trainyard.builders import headless_service, worker_pod
 from trainyard.engine import Launch
+from trainyard.kube.manifests import headless_service, worker_pod
 
 from .conftest import NODE_NAME, STORAGE_CLASS, Node, wait_for
 
@@ -185,7 +185,7 @@ def test_the_absolute_rendezvous_name_is_one_dns_question(node: Node, ns: str):
     lookup of each, for names that do not exist yet (as at a gang's start), counted in the node's
     CoreDNS query log (the cluster zone only; the relative name's last try, `...svc.` as is, is
     answered by the catch-all zone, upstream on a user's cluster)."""
-    from trainyard.naming import worker_fqdn
+    from trainyard.api.names import worker_fqdn
 
     tag = uuid.uuid4().hex[:6]
     absolute = worker_fqdn(f"a{tag}", ns, 0, 0)
