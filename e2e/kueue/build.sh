@@ -5,6 +5,7 @@
 #   $TRAINYARD_CACHE/bin/kueue-<version>/kueue            the manager binary
 #   $TRAINYARD_CACHE/bin/kueue-<version>/config/crd/      config/components/crd/bases/*.yaml
 #   $TRAINYARD_CACHE/bin/kueue-<version>/config/webhook/  config/components/webhook/manifests.yaml
+#   $TRAINYARD_CACHE/bin/kueue-<version>/config/rbac/     config/components/rbac/role.yaml
 #   $TRAINYARD_CACHE/bin/current/kueue                    symlink to the versioned binary
 #
 # Built only when missing, or when go.mod/go.sum or BUILD_RECIPE changed (hash in kueue.inputs):
@@ -16,12 +17,8 @@
 set -euo pipefail
 
 KUEUE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Shared cache layout and helpers (TRAINYARD_CACHE, BIN_ROOT, CURRENT_BIN, bin_path).
-. "${KUEUE_DIR}/../cluster/lib.sh"
-# shellcheck source=versions.env
-. "${KUEUE_DIR}/versions.env"
-log() { printf '[kueue] %s\n' "$*" >&2; }
-die() { printf '[kueue] ERROR: %s\n' "$*" >&2; exit 1; }
+# Shared cache layout and helpers (TRAINYARD_CACHE, BIN_ROOT, CURRENT_BIN, bin_path), versions.env.
+. "${KUEUE_DIR}/lib.sh"
 
 REGEN=0 FORCE=0
 for a in "$@"; do
@@ -124,7 +121,29 @@ OUT_DIR="$(dirname "$OUT")"
 INPUTS="$({ echo "recipe=${BUILD_RECIPE} commit=${KUEUE_GIT_COMMIT:-}"; cat "${KUEUE_DIR}/go.mod" "${KUEUE_DIR}/go.sum"; } | sha256sum | cut -d' ' -f1)"
 mkdir -p "$CURRENT_BIN"
 
-if [[ -x "$OUT" && $FORCE -eq 0 && "$(cat "${OUT}.inputs" 2>/dev/null)" == "$INPUTS" && -d "${OUT_DIR}/config/crd" ]]; then
+# Manifests from the very module version that is built (module cache, read-only): CRDs, webhook
+# configurations and the manager's RBAC role. Cheap, so re-exported whenever one is missing.
+export_manifests() {
+  local src
+  src="$(cd "$KUEUE_DIR" && go list -m -f '{{.Dir}}' "$MOD")"
+  [[ -n "$src" && ! -d "$src" ]] && (cd "$KUEUE_DIR" && go mod download "$MOD")
+  [[ -d "$src/config/components/crd/bases" ]] || die "module source not found at '$src'"
+  rm -rf "${OUT_DIR}/config.tmp"
+  mkdir -p "${OUT_DIR}/config.tmp/crd" "${OUT_DIR}/config.tmp/webhook" "${OUT_DIR}/config.tmp/rbac"
+  cp "$src"/config/components/crd/bases/kueue.x-k8s.io_*.yaml "${OUT_DIR}/config.tmp/crd/"
+  cp "$src"/config/components/webhook/manifests.yaml "${OUT_DIR}/config.tmp/webhook/"
+  cp "$src"/config/components/rbac/role.yaml "${OUT_DIR}/config.tmp/rbac/"
+  chmod -R u+w "${OUT_DIR}/config.tmp"
+  rm -rf "${OUT_DIR}/config"
+  mv "${OUT_DIR}/config.tmp" "${OUT_DIR}/config"
+}
+manifests_present() {
+  [[ -f "${OUT_DIR}/config/webhook/manifests.yaml" && -f "${OUT_DIR}/config/rbac/role.yaml" ]] &&
+    compgen -G "${OUT_DIR}/config/crd/kueue.x-k8s.io_workloads.yaml" >/dev/null
+}
+
+if [[ -x "$OUT" && $FORCE -eq 0 && "$(cat "${OUT}.inputs" 2>/dev/null)" == "$INPUTS" ]]; then
+  manifests_present || { log "exporting manifests"; export_manifests; }
   ln -sfn "$OUT" "${CURRENT_BIN}/kueue"
   log "kueue ${KUEUE_VERSION} up to date: ${OUT}"
   exit 0
@@ -141,16 +160,7 @@ TMP="${OUT}.tmp.$$"
 if ! (cd "$KUEUE_DIR" && go build -trimpath -ldflags "$LDFLAGS" -o "$TMP" "$PKG"); then
   rm -f "$TMP"; die "building kueue ${KUEUE_VERSION} failed (see output above)"
 fi
-
-# Manifests from the very module version that was built (module cache, read-only).
-SRC="$(cd "$KUEUE_DIR" && go list -m -f '{{.Dir}}' "$MOD")"
-[[ -d "$SRC/config/components/crd/bases" ]] || die "module source not found at '$SRC'"
-rm -rf "${OUT_DIR}/config"
-mkdir -p "${OUT_DIR}/config/crd" "${OUT_DIR}/config/webhook"
-cp "$SRC"/config/components/crd/bases/kueue.x-k8s.io_*.yaml "${OUT_DIR}/config/crd/"
-cp "$SRC"/config/components/webhook/manifests.yaml "${OUT_DIR}/config/webhook/"
-chmod -R u+w "${OUT_DIR}/config"
-
+export_manifests
 mv -f "$TMP" "$OUT"
 printf '%s\n' "$INPUTS" > "${OUT}.inputs"
 ln -sfn "$OUT" "${CURRENT_BIN}/kueue"
