@@ -131,9 +131,15 @@ def pods_str(ns: str, job: str) -> str:
     return " ".join(out) or "(none)"
 
 
-def events(ns: str, field: str) -> str:
-    evs = kj("get", "events", "-n", ns, "--field-selector", field)["items"]
-    return "\n".join(f"      {e['type']} {e['reason']}: {e['message']}" for e in evs[-12:])
+def events(ns: str, prefix: str) -> str:
+    """Kueue's events on pods whose name starts with prefix, oldest first, counted by reason."""
+    evs = kj("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Pod")["items"]
+    seen: dict[tuple, list[str]] = {}
+    for e in evs:
+        n = e["involvedObject"]["name"]
+        if n.startswith(prefix) and e.get("source", {}).get("component") != "default-scheduler" and e["reason"] != "Scheduled":
+            seen.setdefault((e["type"], e["reason"], e["message"]), []).append(n)
+    return "\n".join(f"      {t} {r}: {m}  [{' '.join(sorted(set(ns_)))}]" for (t, r, m), ns_ in seen.items()) or "      (none)"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,21 +484,26 @@ def route_a() -> None:
 # ------------------------------------------------------------------------------------------------
 # Route B: Kueue's pod-group integration
 # ------------------------------------------------------------------------------------------------
-def group_pods(job: dict, attempt: int, group: str) -> list[dict]:
+def group_pods(job: dict, attempt: int, group: str, unretriable: bool = False) -> list[dict]:
+    ann = {GROUP_COUNT_ANN: str(WORKERS)}
+    if unretriable:
+        ann["kueue.x-k8s.io/retriable-in-group"] = "false"
     return [worker_pod(job, attempt, i, labels={QUEUE_LABEL: "lq", GROUP_LABEL: group},
-                       annotations={GROUP_COUNT_ANN: str(WORKERS)}) for i in range(WORKERS)]
+                       annotations=ann) for i in range(WORKERS)]
 
 
-def route_b_case(ns: str, cq: str, per_attempt_group: bool) -> None:
+def route_b_case(ns: str, cq: str, per_attempt_group: bool, unretriable: bool = False) -> None:
     tag = "group per attempt" if per_attempt_group else "same group name across attempts"
-    a_name, b_name = ("pa", "pb") if per_attempt_group else ("sa", "sb")
+    if unretriable:
+        tag += ", kueue.x-k8s.io/retriable-in-group=false"
+    a_name, b_name = (("ua", "ub") if unretriable else ("pa", "pb")) if per_attempt_group else ("sa", "sb")
     log(f"=== route B, {tag}: DTJs {a_name}, {b_name} (no queue label on the DTJ: the pods are Kueue's jobs)")
     create([dtj(ns, a_name, None), dtj(ns, b_name, None)])
     job_a, job_b = get("dtj", a_name, ns), get("dtj", b_name, ns)
     grp = lambda job, att: f"{job['metadata']['name']}-{att}" if per_attempt_group else job["metadata"]["name"]
 
     t = time.monotonic()
-    create(group_pods(job_a, 1, grp(job_a, 1)))
+    create(group_pods(job_a, 1, grp(job_a, 1), unretriable))
     _, dt = wait_for("a running", lambda: all_running(ns, a_name, 1, WORKERS), 60)
     p0 = pods(ns, a_name)[0]
     log(f"{a_name} attempt 1 pods created -> all Running after {dt * 1000:.0f} ms: {pods_str(ns, a_name)}")
@@ -501,7 +512,7 @@ def route_b_case(ns: str, cq: str, per_attempt_group: bool) -> None:
     wl_a = get("workload", grp(job_a, 1), ns)
     log(f"  workload {grp(job_a, 1)}: {conds_str(wl_a)}; owners={len(wl_a['metadata']['ownerReferences'])} pods")
 
-    create(group_pods(job_b, 1, grp(job_b, 1)))
+    create(group_pods(job_b, 1, grp(job_b, 1), unretriable))
     time.sleep(2)
     log(f"{b_name} pods created: {pods_str(ns, b_name)}; workload: {conds_str(get('workload', grp(job_b, 1), ns))}")
     log(f"  {cq}: {cq_usage(cq)}")
@@ -510,7 +521,7 @@ def route_b_case(ns: str, cq: str, per_attempt_group: bool) -> None:
         f"terminates the old pods 3 s later (phase Failed, exit 137)")
     old = [f"{a_name}-1-{i}" for i in range(WORKERS)]
     delete_pods(ns, old)
-    create(group_pods(job_a, 2, grp(job_a, 2)))
+    create(group_pods(job_a, 2, grp(job_a, 2), unretriable))
     time.sleep(0.5)
     log(f"  +0.5s {a_name}: {pods_str(ns, a_name)}")
     time.sleep(2.5)
@@ -526,9 +537,22 @@ def route_b_case(ns: str, cq: str, per_attempt_group: bool) -> None:
         if not samples or s.split('|', 1)[1] != samples[-1].split('|', 1)[1] or i == 14:
             log(s)
         samples.append(s)
-    log(f"  events about {a_name}'s attempt-2 pods:\n{events(ns, 'involvedObject.kind=Pod')}")
+    log(f"  Kueue's events on {a_name}-2-* pods:\n{events(ns, a_name + '-2-')}")
     if per_attempt_group:
         log(f"  old workload {grp(job_a, 1)}: {conds_str(get('workload', grp(job_a, 1), ns)) if get('workload', grp(job_a, 1), ns) else 'absent (deleted)'}")
+    else:
+        # The operator saw its attempt-2 pods deleted by someone else: a disruption, so it makes
+        # attempt 3 (now the old pods are terminal).
+        log(f"operator: its {a_name}-2-* pods were deleted by Kueue -> a further restart, attempt 3")
+        create(group_pods(job_a, 3, grp(job_a, 3), unretriable))
+        try:
+            _, dt = wait_for("attempt 3 running", lambda: all_running(ns, a_name, 3, WORKERS), 30)
+            log(f"  attempt 3 Running after {dt:.1f}s: {pods_str(ns, a_name)}")
+        except TimeoutError:
+            log(f"  attempt 3 NOT running after 30 s: {pods_str(ns, a_name)}")
+        wa = get("workload", grp(job_a, 3), ns)
+        log(f"  wl {grp(job_a, 3)}: {conds_str(wa)} | {cq_usage(cq)}")
+        log(f"  Kueue's events on {a_name}-3-* pods:\n{events(ns, a_name + '-3-')}")
 
     # finish whatever runs now, so the namespace's quota is released for the next case
     for job in (a_name, b_name):
@@ -539,11 +563,19 @@ def route_b_case(ns: str, cq: str, per_attempt_group: bool) -> None:
     log(f"  after finishing running pods: {pods_str(ns, a_name)} | {pods_str(ns, b_name)} | {cq_usage(cq)}")
 
 
-def route_b() -> None:
-    route_b_case("kq-b", "cq-b", per_attempt_group=False)
-    k("delete", "pods", "-n", "kq-b", "--all", "--wait=true", "--timeout=60s", check=False)
+def reset_b() -> None:
+    # Workloads first: Kueue then drops its finalizers from the group's pods.
     k("delete", "workloads", "-n", "kq-b", "--all", "--wait=true", "--timeout=60s", check=False)
-    route_b_case("kq-b", "cq-b", per_attempt_group=True)
+    k("delete", "pods", "-n", "kq-b", "--all", "--wait=true", "--timeout=60s", check=False)
+    k("delete", "dtj", "-n", "kq-b", "--all", "--wait=true", "--timeout=60s", check=False)
+
+
+def route_b() -> None:
+    cases = sys.argv[2].split(",") if len(sys.argv) > 2 else ["same", "per-attempt", "unretriable"]
+    for c in cases:
+        reset_b()
+        route_b_case("kq-b", "cq-b", per_attempt_group=(c != "same"), unretriable=(c == "unretriable"))
+    reset_b()
 
 
 # ------------------------------------------------------------------------------------------------
