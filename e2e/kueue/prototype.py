@@ -309,14 +309,23 @@ def placement(wl: dict) -> tuple[dict, list]:
     return node_selector, tolerations
 
 
+OWNED: dict[tuple[str, str], dict[str, dict]] = {}
+
+
 def set_wl_condition(ns: str, name: str, type_: str, status: str, reason: str, message: str) -> None:
-    """Server-side apply of one condition on the status subresource: conditions is a
-    listType=map keyed by type, so this touches only our condition, never Kueue's."""
+    """Server-side apply of the operator's conditions (PodsReady, Finished) on the status
+    subresource. conditions is a listType=map keyed by type, so Kueue's conditions are never
+    touched - but SSA deletes what this field manager applied before and omits now, so every
+    apply carries ALL the conditions the operator owns, not just the one that changed."""
+    owned = OWNED.setdefault((ns, name), {})
+    prev = owned.get(type_)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    ltt = prev["lastTransitionTime"] if prev and prev["status"] == status else now
+    owned[type_] = {"type": type_, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": ltt, "observedGeneration": 1}
     apply({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload",
            "metadata": {"name": name, "namespace": ns},
-           "status": {"conditions": [{"type": type_, "status": status, "reason": reason, "message": message,
-                                      "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                      "observedGeneration": 1}]}},
+           "status": {"conditions": list(owned.values())}},
           "--subresource=status", f"--field-manager={WL_FIELD_MANAGER}")
 
 
@@ -336,10 +345,19 @@ def clear_quota_reservation(ns: str, name: str, message: str) -> None:
                          message=message if c["type"] == "QuotaReserved" else "The workload has no reservation",
                          lastTransitionTime=now)
             conds.append(c)
-        if is_true(wl, "Evicted") and cond(wl, "Evicted")["reason"] in ("Preempted", "NodeFailures"):
+        ev = cond(wl, "Evicted")
+        if ev and ev["status"] == "True":
+            # workload.SetRequeuedCondition as Kueue's job reconciler calls it: True for
+            # Preempted/NodeFailures (requeue at once), False otherwise (e.g. PodsReadyTimeout:
+            # Kueue flips it to True/BackoffFinished at requeueAt). Without a change of this
+            # condition Kueue leaves the workload in its inadmissible list after the backoff
+            # (seen: never re-admitted, with free quota).
+            st = "True" if ev["reason"] in ("Preempted", "NodeFailures") else "False"
+            old_rq = cond(wl, "Requeued")
+            ltt = old_rq["lastTransitionTime"] if old_rq and old_rq["status"] == st else now
             conds = [c for c in conds if c["type"] != "Requeued"] + [
-                {"type": "Requeued", "status": "True", "reason": cond(wl, "Evicted")["reason"],
-                 "message": message, "lastTransitionTime": now, "observedGeneration": wl["metadata"]["generation"]}]
+                {"type": "Requeued", "status": st, "reason": ev["reason"], "message": ev["message"],
+                 "lastTransitionTime": ltt, "observedGeneration": wl["metadata"]["generation"]}]
         patch = {"metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]},
                  "status": {"admission": None, "conditions": conds}}
         p = subprocess.run([KUBECTL, "patch", "workload", name, "-n", ns, "--subresource=status", "--type=merge",
@@ -528,13 +546,14 @@ def route_b_case(ns: str, cq: str, per_attempt_group: bool, unretriable: bool = 
     log(f"  +3s   {a_name}: {pods_str(ns, a_name)}")
     kubelet_terminate(ns, old)
     samples = []
-    for i in range(15):
+    watch = int(os.environ.get("PROTO_WATCH", "30")) // 2
+    for i in range(watch):
         time.sleep(2)
         wa = get("workload", grp(job_a, 2), ns)
         wb = get("workload", grp(job_b, 1), ns)
         s = (f"  +{5 + i * 2}s {a_name}: {pods_str(ns, a_name)} | wl {grp(job_a, 2)}: {conds_str(wa) if wa else 'absent'} | "
              f"{b_name}: {conds_str(wb)} | {cq_usage(cq)}")
-        if not samples or s.split('|', 1)[1] != samples[-1].split('|', 1)[1] or i == 14:
+        if not samples or s.split('|', 1)[1] != samples[-1].split('|', 1)[1] or i == watch - 1:
             log(s)
         samples.append(s)
     log(f"  Kueue's events on {a_name}-2-* pods:\n{events(ns, a_name + '-2-')}")
@@ -614,16 +633,28 @@ def wfpr() -> None:
     time.sleep(3)
     wl = get("workload", name, ns)
     log(f"  3 s later, nothing done by the operator: QuotaReserved={cond(wl, 'QuotaReserved')['status']} admission present={bool(wl['status'].get('admission'))}; {cq_usage(cq)}")
-    log("  operator: stop the pods (none here), clear the reservation")
+    log("  operator: stop the pods (none here), clear the reservation, reset PodsReady to False/WaitForStart")
     clear_quota_reservation(ns, name, "Evicted: the job's pods were stopped")
+    # Without this reset the stale PodsReady=False/WaitForRecovery (transition time: before the
+    # eviction) makes Kueue evict the workload again the instant it is re-admitted (seen: a
+    # second eviction 78 ms after re-admission). WaitForStart counts from the new admission.
+    set_wl_condition(ns, name, "PodsReady", "False", "WaitForStart", "waiting for admission after eviction")
     time.sleep(1)
     wl = get("workload", name, ns)
     log(f"  after clearing: {conds_str(wl)}; {cq_usage(cq)}; requeueAt={((wl['status'].get('requeueState') or {}).get('requeueAt'))}")
-    wl, dt = wait_for("w re-admitted", lambda: admitted(ns, name), 120, 0.5)
-    log(f"  re-admitted after backoff, {dt:.1f}s later: {conds_str(wl)}")
+    wl, dt = wait_for("w re-admitted", lambda: admitted(ns, name), 120, 0.2)
+    log(f"  re-admitted after the backoff, {dt:.1f}s later: {conds_str(wl)}")
+    start_gang(job, 3, wl)
+    wait_for("w running", lambda: all_running(ns, "w", 3, WORKERS), 60)
+    set_wl_condition(ns, name, "PodsReady", "True", "Started", "All pods reached readiness")
+    log(f"  attempt 3 Running, PodsReady=True(Started); watching 25 s (> timeout 20 s)")
+    time.sleep(25)
+    wl = get("workload", name, ns)
+    log(f"  {conds_str(wl)}; evictions={wl['status'].get('schedulingStats')}; {cq_usage(cq)}")
+    kubelet_terminate(ns, [f"w-3-{i}" for i in range(WORKERS)], "Succeeded", 0)
     set_wl_condition(ns, name, "Finished", "True", "Succeeded", "done")
     time.sleep(1)
-    log(f"  end: {cq_usage(cq)}")
+    log(f"  finished: {conds_str(get('workload', name, ns))}; end: {cq_usage(cq)}")
 
 
 def latency(rounds: int = 5) -> None:
