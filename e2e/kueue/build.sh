@@ -5,7 +5,7 @@
 #   $TRAINYARD_CACHE/bin/kueue-<version>/kueue            the manager binary
 #   $TRAINYARD_CACHE/bin/kueue-<version>/config/crd/      config/components/crd/bases/*.yaml
 #   $TRAINYARD_CACHE/bin/kueue-<version>/config/webhook/  config/components/webhook/manifests.yaml
-#   $TRAINYARD_CACHE/bin/kueue-<version>/config/rbac/     config/components/rbac/role.yaml
+#   $TRAINYARD_CACHE/bin/kueue-<version>/config/rbac/     the manager's RBAC from config/components/rbac/
 #   $TRAINYARD_CACHE/bin/current/kueue                    symlink to the versioned binary
 #
 # Built only when missing, or when go.mod/go.sum or BUILD_RECIPE changed (hash in kueue.inputs):
@@ -132,14 +132,21 @@ export_manifests() {
   mkdir -p "${OUT_DIR}/config.tmp/crd" "${OUT_DIR}/config.tmp/webhook" "${OUT_DIR}/config.tmp/rbac"
   cp "$src"/config/components/crd/bases/kueue.x-k8s.io_*.yaml "${OUT_DIR}/config.tmp/crd/"
   cp "$src"/config/components/webhook/manifests.yaml "${OUT_DIR}/config.tmp/webhook/"
-  cp "$src"/config/components/rbac/role.yaml "${OUT_DIR}/config.tmp/rbac/"
+  # The manager's own RBAC (what config/components/rbac/kustomization.yaml installs for it).
+  local f
+  for f in service_account role role_binding manager_secrets_role manager_secrets_role_binding \
+           metrics_auth_role metrics_auth_role_binding; do
+    cp "$src/config/components/rbac/$f.yaml" "${OUT_DIR}/config.tmp/rbac/"
+  done
+  printf '%s\n' "$MANIFEST_RECIPE" > "${OUT_DIR}/config.tmp/.recipe"
   chmod -R u+w "${OUT_DIR}/config.tmp"
   rm -rf "${OUT_DIR}/config"
   mv "${OUT_DIR}/config.tmp" "${OUT_DIR}/config"
 }
+# Bump when the set of exported files changes: re-exported without rebuilding the binary.
+MANIFEST_RECIPE=2
 manifests_present() {
-  [[ -f "${OUT_DIR}/config/webhook/manifests.yaml" && -f "${OUT_DIR}/config/rbac/role.yaml" ]] &&
-    compgen -G "${OUT_DIR}/config/crd/kueue.x-k8s.io_workloads.yaml" >/dev/null
+  [[ "$(cat "${OUT_DIR}/config/.recipe" 2>/dev/null)" == "$MANIFEST_RECIPE" ]]
 }
 
 if [[ -x "$OUT" && $FORCE -eq 0 && "$(cat "${OUT}.inputs" 2>/dev/null)" == "$INPUTS" ]]; then

@@ -21,6 +21,12 @@
 #   KUEUE_WAIT_FOR_PODS_READY   waitForPodsReady.timeout, e.g. "30s" (default: empty = disabled)
 #   KUEUE_WAIT_FOR_PODS_READY_RECOVERY  waitForPodsReady.recoveryTimeout (default: unset)
 #   KUEUE_LOG_LEVEL             --zap-log-level (default 2, as upstream's Deployment)
+#   KUEUE_IDENTITY              serviceaccount (default): Kueue runs as
+#                               system:serviceaccount:kueue-system:kueue-controller-manager with
+#                               upstream's ClusterRole (config/components/rbac/role.yaml) and the
+#                               extra rules in KUEUE_EXTRA_RBAC; admin: the cluster-admin kubeconfig
+#   KUEUE_EXTRA_RBAC            files applied (and bound to Kueue's identity) in addition
+#                               (default: e2e/kueue/rbac-trainyard.yaml; "" for none)
 #   KUEUE_WEBHOOK_PORT / KUEUE_METRICS_PORT / KUEUE_HEALTH_PORT   fixed ports (default: free ports,
 #                               chosen once and kept in the state dir)
 # A change of the configuration env vars restarts Kueue with the new configuration.
@@ -136,6 +142,8 @@ YAML
     [[ -n "$WFPR_RECOVERY" ]] && printf '  recoveryTimeout: %s\n' "$WFPR_RECOVERY"
     printf '  requeuingStrategy:\n    timestamp: Eviction\n    backoffBaseSeconds: 10\n    backoffMaxSeconds: 60\n'
   fi
+  # Not read by Kueue; makes a change of identity count as a configuration change (restart).
+  printf '# identity: %s, extra RBAC: %s\n' "${KUEUE_IDENTITY:-serviceaccount}" "${KUEUE_EXTRA_RBAC-${KUEUE_DIR}/rbac-trainyard.yaml}"
 } > "$CONFIG.new"
 CONFIG_CHANGED=0
 if ! cmp -s "$CONFIG.new" "$CONFIG"; then CONFIG_CHANGED=1; mv -f "$CONFIG.new" "$CONFIG"; else rm -f "$CONFIG.new"; fi
@@ -149,6 +157,46 @@ python3 "${KUEUE_DIR}/manifests.py" "$KUEUE_CFG_DIR" "$WEBHOOK_PORT" "$STATE/pki
 kctl apply --server-side --force-conflicts --field-manager=trainyard-kueue-up -f "$STATE/crds.yaml" >/dev/null
 kctl wait --for=condition=Established --timeout=60s -f "$STATE/crds.yaml" >/dev/null
 kctl create namespace kueue-system --dry-run=client -o yaml | kctl apply -f - >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+# Identity: by default the ServiceAccount identity of an in-cluster install, with upstream's RBAC,
+# so that missing permissions show up here as they would in a real cluster.
+# ---------------------------------------------------------------------------------------------
+IDENTITY="${KUEUE_IDENTITY:-serviceaccount}"
+EXTRA_RBAC="${KUEUE_EXTRA_RBAC-${KUEUE_DIR}/rbac-trainyard.yaml}"
+KUEUE_SA=kueue-controller-manager
+case "$IDENTITY" in
+  admin) KUEUE_KUBECONFIG="$KUBECONFIG_PATH" ;;
+  serviceaccount)
+    # Upstream's manager RBAC with what kustomize (config/default) does to it: namePrefix
+    # "kueue-", namespace "system" -> kueue-system.
+    python3 - "$KUEUE_CFG_DIR/rbac" > "$STATE/rbac.yaml" <<'PY'
+import glob, os, sys, yaml
+out = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.yaml"))):
+    for d in yaml.safe_load_all(open(path)):
+        if not d:
+            continue
+        d["metadata"]["name"] = "kueue-" + d["metadata"]["name"]
+        if "namespace" in d["metadata"]:
+            d["metadata"]["namespace"] = "kueue-system"
+        if "roleRef" in d:
+            d["roleRef"]["name"] = "kueue-" + d["roleRef"]["name"]
+        for sub in d.get("subjects", []):
+            sub["name"] = "kueue-" + sub["name"]
+            sub["namespace"] = "kueue-system"
+        out.append(d)
+yaml.safe_dump_all(out, sys.stdout, sort_keys=False)
+PY
+    kctl apply --server-side --force-conflicts --field-manager=trainyard-kueue-up -f "$STATE/rbac.yaml" >/dev/null
+    if [[ -n "$EXTRA_RBAC" ]]; then
+      kctl apply --server-side --force-conflicts --field-manager=trainyard-kueue-up -f "$EXTRA_RBAC" >/dev/null
+    fi
+    KUEUE_KUBECONFIG="$("${KUEUE_DIR}/../cluster/kubeconfig-for.sh" "$NAME" "system:serviceaccount:kueue-system:${KUEUE_SA}" \
+      system:serviceaccounts system:serviceaccounts:kueue-system system:authenticated | tail -1)"
+    ;;
+  *) die "KUEUE_IDENTITY must be serviceaccount or admin (got '$IDENTITY')" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 # Start (or reuse) the process
@@ -165,7 +213,7 @@ if [[ -n "$PID" ]] && ready; then
 else
   [[ -n "$PID" ]] && { log "Kueue (pid $PID) is not ready; restarting it"; stop_pid "$PID"; }
   log "starting Kueue ${KUEUE_VERSION} for cluster '${NAME}' (webhook 127.0.0.1:${WEBHOOK_PORT}, health :${HEALTH_PORT}, metrics :${METRICS_PORT}); log: $STATE/kueue.log"
-  ARGS=(--config "$CONFIG" --kubeconfig "$KUBECONFIG_PATH" --zap-log-level="$LOG_LEVEL")
+  ARGS=(--config "$CONFIG" --kubeconfig "$KUEUE_KUBECONFIG" --zap-log-level="$LOG_LEVEL")
   # Kueue (cmd/kueue/main.go) reads the metrics certificate from the fixed path
   # /etc/kueue/metrics/certs when internal cert management is off, and exits if it is missing.
   # Give the process a private mount namespace in which our metrics certificate is bind-mounted
