@@ -154,9 +154,19 @@ if ! cmp -s "$CONFIG.new" "$CONFIG"; then CONFIG_CHANGED=1; mv -f "$CONFIG.new" 
 python3 "${KUEUE_DIR}/manifests.py" "$KUEUE_CFG_DIR" "$WEBHOOK_PORT" "$STATE/pki/ca.crt" "$FRAMEWORKS" \
   "$STATE/crds.yaml" "$STATE/webhooks.yaml" 2> "$STATE/manifests.log" || { cat "$STATE/manifests.log" >&2; die "rendering manifests failed"; }
 
-kctl apply --server-side --force-conflicts --field-manager=trainyard-kueue-up -f "$STATE/crds.yaml" >/dev/null
-kctl wait --for=condition=Established --timeout=60s -f "$STATE/crds.yaml" >/dev/null
-kctl create namespace kueue-system --dry-run=client -o yaml | kctl apply -f - >/dev/null
+# Applying the CRDs (1.6 MB, server-side) takes seconds on a busy machine: skip it when exactly
+# these manifests were applied to this cluster already and the Workload CRD still points at us.
+CRD_SHA="$(cat "$STATE/crds.yaml" | sha256sum | cut -d' ' -f1)"
+crds_current() {
+  [[ "$(cat "$STATE/crds.applied" 2>/dev/null)" == "$CRD_SHA" ]] &&
+  [[ "$(kctl get crd workloads.kueue.x-k8s.io -o jsonpath='{.spec.conversion.webhook.clientConfig.url}' 2>/dev/null)" == "https://127.0.0.1:${WEBHOOK_PORT}/convert" ]]
+}
+if ! crds_current; then
+  kctl apply --server-side --force-conflicts --field-manager=trainyard-kueue-up -f "$STATE/crds.yaml" >/dev/null
+  kctl wait --for=condition=Established --timeout=60s -f "$STATE/crds.yaml" >/dev/null
+  printf '%s\n' "$CRD_SHA" > "$STATE/crds.applied"
+fi
+kctl get namespace kueue-system >/dev/null 2>&1 || kctl create namespace kueue-system >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Identity: by default the ServiceAccount identity of an in-cluster install, with upstream's RBAC,
@@ -192,8 +202,10 @@ PY
     if [[ -n "$EXTRA_RBAC" ]]; then
       kctl apply --server-side --force-conflicts --field-manager=trainyard-kueue-up -f "$EXTRA_RBAC" >/dev/null
     fi
-    KUEUE_KUBECONFIG="$("${KUEUE_DIR}/../cluster/kubeconfig-for.sh" "$NAME" "system:serviceaccount:kueue-system:${KUEUE_SA}" \
-      system:serviceaccounts system:serviceaccounts:kueue-system system:authenticated | tail -1)"
+    KUEUE_KUBECONFIG="${CLUSTERS_DIR}/${NAME}/kubeconfig-system_serviceaccount_kueue-system_${KUEUE_SA}"
+    [[ -s "$KUEUE_KUBECONFIG" ]] ||
+      KUEUE_KUBECONFIG="$("${KUEUE_DIR}/../cluster/kubeconfig-for.sh" "$NAME" "system:serviceaccount:kueue-system:${KUEUE_SA}" \
+        system:serviceaccounts system:serviceaccounts:kueue-system system:authenticated | tail -1)"
     ;;
   *) die "KUEUE_IDENTITY must be serviceaccount or admin (got '$IDENTITY')" ;;
 esac
