@@ -21,6 +21,7 @@
 #   KUEUE_WAIT_FOR_PODS_READY   waitForPodsReady.timeout, e.g. "30s" (default: empty = disabled)
 #   KUEUE_WAIT_FOR_PODS_READY_RECOVERY  waitForPodsReady.recoveryTimeout (default: unset)
 #   KUEUE_LOG_LEVEL             --zap-log-level (default 2, as upstream's Deployment)
+#   KUEUE_MANAGE_JOBS_WITHOUT_QUEUE_NAME  manageJobsWithoutQueueName (default false)
 #   KUEUE_IDENTITY              serviceaccount (default): Kueue runs as
 #                               system:serviceaccount:kueue-system:kueue-controller-manager with
 #                               upstream's ClusterRole (config/components/rbac/role.yaml) and the
@@ -55,6 +56,7 @@ EXTERNAL="${KUEUE_EXTERNAL_FRAMEWORKS-DistributedTrainingJob.v1alpha1.trainyard.
 WFPR="${KUEUE_WAIT_FOR_PODS_READY:-}"
 WFPR_RECOVERY="${KUEUE_WAIT_FOR_PODS_READY_RECOVERY:-}"
 LOG_LEVEL="${KUEUE_LOG_LEVEL:-2}"
+MANAGE_WITHOUT_QUEUE="${KUEUE_MANAGE_JOBS_WITHOUT_QUEUE_NAME:-false}"
 
 # ---------------------------------------------------------------------------------------------
 # Ports: chosen once per cluster (the webhook URL is baked into the apiserver's configuration).
@@ -110,7 +112,7 @@ leaderElection:
   leaderElect: false
 internalCertManagement:
   enable: false
-manageJobsWithoutQueueName: false
+manageJobsWithoutQueueName: ${MANAGE_WITHOUT_QUEUE}
 managedJobsNamespaceSelector:
   matchExpressions:
   - key: kubernetes.io/metadata.name
