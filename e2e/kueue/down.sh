@@ -47,4 +47,6 @@ if (( PURGE )); then
   fi
   rm -rf "${STATE:?}"
   log "removed $STATE"
+  # up.sh's empty mount point for the metrics certificate; left if anything else uses it.
+  rmdir /etc/kueue/metrics/certs /etc/kueue/metrics /etc/kueue 2>/dev/null || true
 fi
