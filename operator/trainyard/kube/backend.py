@@ -20,6 +20,7 @@ from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
 from ..engine.refusals import retry_at
 from ..engine.workers import Child, Refusal, State, Worker
+from ..engine.writes import COUNTS_INTERVAL_SECONDS, urgent
 from .client import KubeClient, api_message, api_reason
 from .expectations import Expectations
 from .manifests import checkpoint_claim, headless_service, worker_pod
@@ -41,8 +42,10 @@ def _message(err: BaseException) -> str:
 class KubeBackend:
     def __init__(self, client: KubeClient, indexed: Callable[[], list[tuple[str, Worker]]],
                  expectations: Expectations | None = None, log: logging.Logger | logging.LoggerAdapter | None = None,
-                 nodes: Callable[[], dict[str, NodeState] | None] | None = None):
+                 nodes: Callable[[], dict[str, NodeState] | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.client = client
+        self.clock = clock
         self.indexed = indexed  # (controller owner uid, worker) of every pod labelled with the job's name
         self.expectations = expectations or Expectations()
         self.log = log or logging.getLogger("trainyard.kube")
@@ -52,6 +55,8 @@ class KubeBackend:
         self.made: set[tuple[str, int]] = set()  # (kind, rendezvous attempt): children made for that gang
         self._claim_read = 0.0
         self._lost_nodes: set[str] = set()
+        self.status_written_at: float | None = None  # our last status write (clock), None: none yet
+        self.tally_pending = False  # a status that differs only in its tally is waiting to be written
 
     # -- observe
     def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -118,7 +123,9 @@ class KubeBackend:
         """Deletes first, so the old gang is told to stop before its successor is created; then
         the children and the pods. Only if every creation succeeded is the status written (it
         counts the new pods as members); a refusal is remembered and the engine decides again.
-        Events are posted once the status write has succeeded."""
+        Events are posted once the status write has succeeded. A status that differs from the
+        written one only in its tally (worker counts, messages: engine.writes) waits, at most
+        COUNTS_INTERVAL_SECONDS after the last write (the loop looks again then: `status_due_in`)."""
         meta, client = job.metadata, self.client
         outcome = Applied.DONE
 
@@ -133,14 +140,29 @@ class KubeBackend:
             return Applied.DECIDE_AGAIN
 
         new_status = status_body(plan.status)
+        self.tally_pending = False
         if new_status != status_body(job.status):
-            client.patch_status(meta.namespace, meta.name, meta.resourceVersion, new_status)  # raises Conflict
+            if plan.events or urgent(job.status, plan.status) or self._tally_wait() == 0:
+                client.patch_status(meta.namespace, meta.name, meta.resourceVersion, new_status)  # raises Conflict
+                self.status_written_at = self.clock()
+            else:
+                self.tally_pending = True
         if plan.events:
             client.post_events(meta, plan.events)
         if plan.delete_job:
             client.delete_job(meta.namespace, meta.name)
         self.expectations.forget_before(plan.status.rendezvous_attempt)
         return outcome
+
+    def _tally_wait(self) -> float:
+        """Seconds until a status that changes only the tally may be written (0: now)."""
+        if self.status_written_at is None:
+            return 0.0
+        return max(0.0, self.status_written_at + COUNTS_INTERVAL_SECONDS - self.clock())
+
+    def status_due_in(self) -> float | None:
+        """When the loop must look again to write a waiting tally (seconds), or None if none waits."""
+        return self._tally_wait() if self.tally_pending else None
 
     def _create(self, job: api.DistributedTrainingJob, plan: Plan) -> bool:
         """Creates the children the plan needs and its pods, in parallel; True if any was refused."""

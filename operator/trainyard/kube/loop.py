@@ -93,9 +93,16 @@ class JobLoop:
         return RESYNC_SECONDS if self.requeue is None else min(self.requeue, RESYNC_SECONDS)
 
     def reconcile(self) -> float | None:
-        """One reconcile of the job (in a thread). Returns when to look again (seconds), or None."""
+        """One reconcile of the job (in a thread). Returns when to look again (seconds), or None:
+        the plan's wake-up, or sooner to write a status that is waiting (kube.backend)."""
+        when = self._reconcile()
+        due = self.backend.status_due_in()
+        return due if due is not None and (when is None or due < when) else when
+
+    def _reconcile(self) -> float | None:
         for _ in range(CONFLICT_RETRIES):
             obj = self.client.get_job(self.namespace, self.name)
+            self.backend.tally_pending = False  # what waits is decided again from this read
             if obj is None:
                 return None
             now = datetime.now(UTC)
