@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         from .session import Session
 
         try:
-            with Session(want_kubeflow=bool({"p1", "p3"} & set(cluster_benches)),
+            # BENCH_KUBEFLOW=0 leaves Kubeflow out (quick iterations; the recorded run has it).
+            with Session(want_kubeflow=bool({"p1", "p3"} & set(cluster_benches))
+                         and os.environ.get("BENCH_KUBEFLOW", "1") != "0",
                          keep_cluster=args.keep_cluster) as session:
                 for b in cluster_benches:
                     if b == "p1":

@@ -33,7 +33,7 @@ from tests.support import free_port, wait_for
 
 from .common import BENCH, BIN, REPO, log
 
-CLUSTER = "trainyard-bench"
+CLUSTER = os.environ.get("BENCH_CLUSTER", "trainyard-bench")
 CLUSTER_SCRIPTS = REPO / "e2e" / "cluster"
 # Enough room for P2's 4,000 pods plus leftovers: 4 fake nodes x 1,200 pods.
 NODE_PODS = os.environ.get("BENCH_NODE_PODS", "1200")
@@ -398,16 +398,24 @@ class Process:
 class TrainyardOperator(Process):
     name = "trainyard-operator"
 
-    def __init__(self, kubeconfig: str, namespace: str, log_dir: Path):
+    def __init__(self, kubeconfig: str, namespace: str, log_dir: Path, source: str | None = None,
+                 name: str = "trainyard-operator"):
         super().__init__(log_dir)
-        self.kubeconfig, self.namespace = kubeconfig, namespace
+        self.kubeconfig, self.namespace, self.name = kubeconfig, namespace, name
+        self.source = source  # another source tree of the operator (BENCH_BASELINE): its operator/ goes first
+
+    def env(self) -> dict[str, str] | None:
+        if not self.source:
+            return None
+        return {"PYTHONPATH": os.pathsep.join([str(Path(self.source) / "operator"),
+                                               *filter(None, [os.environ.get("PYTHONPATH")])])}
 
     def start(self) -> TrainyardOperator:
         self.live_port, self.metrics_port = free_port(), free_port()
         exe = Path(sys.executable).with_name("trainyard")
         self._spawn([str(exe), "operator", "--kubeconfig", self.kubeconfig, "--namespace", self.namespace,
                      "--liveness", f"http://127.0.0.1:{self.live_port}/healthz",
-                     "--metrics-port", str(self.metrics_port)])
+                     "--metrics-port", str(self.metrics_port)], env=self.env())
 
         def healthy() -> bool:
             self.alive()
@@ -522,8 +530,8 @@ class Floor(Process):
             raise RuntimeError(f"floor: {line!r} -> {out!r}\n{self.tail()}")
         return out
 
-    def prepare(self, ns: str, prefix: str, jobs: int, workers: int) -> None:
-        self._ask(f"prepare {ns} {prefix} {jobs} {workers}")
+    def prepare(self, ns: str, prefix: str, jobs: int, workers: int, service: bool = False) -> None:
+        self._ask(f"prepare {ns} {prefix} {jobs} {workers}{' svc' if service else ''}")
 
     def go(self) -> float:
         """Creates the prepared pods; returns the seconds the creation calls took (inside the process)."""

@@ -22,7 +22,17 @@ from typing import Any
 
 from .cluster import job_of
 from .common import Result, column, interleave, log, paired_ratios, stats
-from .session import KUBEFLOW, NS_FLOOR, NS_KUBEFLOW, NS_KUBEFLOW_QPS, NS_TRAINYARD, TRAINYARD, Session
+from .session import (
+    BASELINE,
+    KUBEFLOW,
+    NS_BASELINE,
+    NS_FLOOR,
+    NS_KUBEFLOW,
+    NS_KUBEFLOW_QPS,
+    NS_TRAINYARD,
+    TRAINYARD,
+    Session,
+)
 
 WORKERS = 64
 
@@ -34,14 +44,15 @@ def _wait_all(session: Session, ns: str, name: str, n: int, t0: float, timeout: 
     return {"created_s": created - t0, "running_s": running - t0}
 
 
-def trainyard_trial(session: Session, workers: int = WORKERS) -> dict[str, float]:
-    session.trainyard()
-    session.watch(NS_TRAINYARD)
+def trainyard_trial(session: Session, workers: int = WORKERS, baseline: bool = False) -> dict[str, float]:
+    ns = NS_BASELINE if baseline else NS_TRAINYARD
+    session.trainyard(baseline)
+    session.watch(ns)
     name = session.name("fan")
     t0 = time.monotonic()
-    session.submit_trainyard(name, workers)
-    out = _wait_all(session, NS_TRAINYARD, name, workers, t0)
-    session.clean(NS_TRAINYARD, TRAINYARD)
+    session.submit_trainyard(name, workers, ns)
+    out = _wait_all(session, ns, name, workers, t0)
+    session.clean(ns, TRAINYARD)
     return out
 
 
@@ -57,11 +68,11 @@ def kubeflow_trial(session: Session, qps: bool = False, workers: int = WORKERS) 
     return out
 
 
-def floor_trial(session: Session, workers: int = WORKERS) -> dict[str, float]:
+def floor_trial(session: Session, workers: int = WORKERS, service: bool = False) -> dict[str, float]:
     floor = session.floor(64)
     session.watch(NS_FLOOR)
     name = session.name("fan")
-    floor.prepare(NS_FLOOR, name, 1, workers)
+    floor.prepare(NS_FLOOR, name, 1, workers, service)
     t0 = time.monotonic()
     calls = floor.go()
     out = _wait_all(session, NS_FLOOR, name, workers, t0)
@@ -79,7 +90,10 @@ def run(session: Session, rounds: int = 8) -> Result:
     contenders: dict[str, Any] = {
         "trainyard": lambda r: trainyard_trial(session),
         "floor": lambda r: floor_trial(session),
+        "floor+svc": lambda r: floor_trial(session, service=True),
     }
+    if BASELINE:
+        contenders["trainyard-base"] = lambda r: trainyard_trial(session, baseline=True)
     if session.kubeflow_bin:
         contenders["kubeflow"] = lambda r: kubeflow_trial(session)
         contenders["kubeflow-qps"] = lambda r: kubeflow_trial(session, qps=True)
@@ -92,6 +106,18 @@ def run(session: Session, rounds: int = 8) -> Result:
     for key, label in (("created_s", "all 64 created"), ("running_s", "all 64 Running")):
         res.row(f"{label}: trainyard / floor", paired_ratios(column(ty, key), column(trials["floor"], key)),
                 "<= 1.3x", a=stats(column(ty, key)), b=stats(column(trials["floor"], key)))
+    fs = trials["floor+svc"]
+    for key, label in (("created_s", "all 64 created"), ("running_s", "all 64 Running")):
+        res.row(f"{label}: floor+svc / floor", paired_ratios(column(fs, key), column(trials["floor"], key)),
+                "(what the Service costs)", a=stats(column(fs, key)), b=stats(column(trials["floor"], key)))
+    if "trainyard-base" in trials:
+        base = trials["trainyard-base"]
+        for key, label in (("created_s", "all 64 created"), ("running_s", "all 64 Running")):
+            res.row(f"{label}: trainyard-base / floor", paired_ratios(column(base, key), column(trials["floor"], key)),
+                    "(before)", a=stats(column(base, key)), b=stats(column(trials["floor"], key)))
+            res.row(f"{label}: trainyard / trainyard-base", paired_ratios(column(ty, key), column(base, key)),
+                    "(after / before)", a=stats(column(ty, key)), b=stats(column(base, key)))
+        res.extra["baseline"] = BASELINE
     if "kubeflow" in trials:
         for key, label in (("created_s", "all 64 created"), ("running_s", "all 64 Running")):
             res.row(f"{label}: kubeflow / trainyard",

@@ -4,6 +4,7 @@ contenders (started once, lazily, and shared by P1, P3 and P2) and the per-names
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,16 @@ from . import cluster as C
 from .common import REPO, RESULTS, log
 
 NS_TRAINYARD = "bench-trainyard"
+NS_BASELINE = "bench-trainyard-base"
 NS_KUBEFLOW = "bench-kubeflow"
 NS_KUBEFLOW_QPS = "bench-kubeflow-qps"
 NS_FLOOR = "bench-floor"
 TRAINYARD = ("trainyard.dev", "distributedtrainingjobs")
 KUBEFLOW = ("kubeflow.org", "pytorchjobs")
+# Another source tree of Trainyard (e.g. `git archive main operator | tar -x -C DIR`): P1 and P2 then
+# run its operator too, as the contender "trainyard-base", so a change is measured against the code
+# before it in the same session, interleaved.
+BASELINE = os.environ.get("BENCH_BASELINE") or None
 
 
 class Session:
@@ -27,7 +33,7 @@ class Session:
         self._procs: dict[str, C.Process] = {}
         self._watches: dict[str, C.PodWatch] = {}
         self._names = itertools.count()
-        self.kubeflow_error: str | None = None
+        self.kubeflow_error: str | None = None if want_kubeflow else "left out (BENCH_KUBEFLOW=0)"
         self.kubeflow_bin: tuple[str, str] | None = None
 
     # -- set-up and tear-down
@@ -50,7 +56,8 @@ class Session:
             for f in sorted(crds.glob("kubeflow.org_*.yaml")):  # not kustomization.yaml
                 C.kubectl(self.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(f))
         C.kubectl(self.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        for ns in (NS_TRAINYARD, NS_FLOOR, *((NS_KUBEFLOW, NS_KUBEFLOW_QPS) if self.kubeflow_bin else ())):
+        for ns in (NS_TRAINYARD, NS_FLOOR, *((NS_KUBEFLOW, NS_KUBEFLOW_QPS) if self.kubeflow_bin else ()),
+                   *((NS_BASELINE,) if BASELINE else ())):
             self.kube.ensure_namespace(ns)
         return self
 
@@ -63,17 +70,23 @@ class Session:
             C.cluster_down()
 
     # -- contenders
-    def trainyard(self) -> C.TrainyardOperator:
-        if "trainyard" not in self._procs:
-            self._procs["trainyard"] = C.TrainyardOperator(self.kubeconfig, NS_TRAINYARD, self.log_dir).start()
-        return self._procs["trainyard"]  # type: ignore[return-value]
+    def trainyard(self, baseline: bool = False) -> C.TrainyardOperator:
+        """This tree's operator, or (baseline) BENCH_BASELINE's, each in its own namespace."""
+        key = "trainyard-base" if baseline else "trainyard"
+        if key not in self._procs:
+            if baseline and not BASELINE:
+                raise RuntimeError("BENCH_BASELINE is not set")
+            self._procs[key] = C.TrainyardOperator(
+                self.kubeconfig, NS_BASELINE if baseline else NS_TRAINYARD, self.log_dir,
+                source=BASELINE if baseline else None, name=f"{key}-operator").start()
+        return self._procs[key]  # type: ignore[return-value]
 
-    def restart_trainyard(self) -> C.TrainyardOperator:
+    def restart_trainyard(self, baseline: bool = False) -> C.TrainyardOperator:
         """A fresh operator process (P2 measures its peak RSS from a clean start)."""
-        old = self._procs.pop("trainyard", None)
+        old = self._procs.pop("trainyard-base" if baseline else "trainyard", None)
         if old:
             old.stop()
-        return self.trainyard()
+        return self.trainyard(baseline)
 
     def kubeflow(self, qps: bool = False) -> C.KubeflowOperator:
         key = "kubeflow-qps" if qps else "kubeflow"
@@ -114,9 +127,9 @@ class Session:
         time.sleep(1.0)  # let the controllers' queues drain before the next trial
 
     # -- submitting jobs
-    def submit_trainyard(self, name: str, workers: int) -> None:
+    def submit_trainyard(self, name: str, workers: int, ns: str = NS_TRAINYARD) -> None:
         body = C.dtj(name, workers)
-        self.kube.custom.create_namespaced_custom_object(*TRAINYARD[:1], "v1alpha1", NS_TRAINYARD, TRAINYARD[1], body)
+        self.kube.custom.create_namespaced_custom_object(*TRAINYARD[:1], "v1alpha1", ns, TRAINYARD[1], body)
 
     def submit_kubeflow(self, name: str, workers: int, ns: str = NS_KUBEFLOW) -> None:
         body = C.pytorchjob(name, workers)
