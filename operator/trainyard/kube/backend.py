@@ -57,6 +57,7 @@ class KubeBackend:
         self._lost_nodes: set[str] = set()
         self.status_written_at: float | None = None  # our last status write (clock), None: none yet
         self.tally_pending = False  # a status that differs only in its tally is waiting to be written
+        self.written: dict[str, Any] | None = None  # the job as our last status write left it (the answer)
 
     # -- observe
     def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -128,6 +129,7 @@ class KubeBackend:
         COUNTS_INTERVAL_SECONDS after the last write (the loop looks again then: `status_due_in`)."""
         meta, client = job.metadata, self.client
         outcome = Applied.DONE
+        self.written = None
 
         to_delete = self.expectations.expect_deleted(plan.delete)
         force = {w.name for owner, w in self.indexed() if w.node in self._lost_nodes}
@@ -143,7 +145,8 @@ class KubeBackend:
         self.tally_pending = False
         if new_status != status_body(job.status):
             if plan.events or urgent(job.status, plan.status) or self._tally_wait() == 0:
-                client.patch_status(meta.namespace, meta.name, meta.resourceVersion, new_status)  # raises Conflict
+                self.written = client.patch_status(meta.namespace, meta.name, meta.resourceVersion,
+                                                   new_status)  # raises Conflict
                 self.status_written_at = self.clock()
             else:
                 self.tally_pending = True

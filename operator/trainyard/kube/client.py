@@ -20,6 +20,9 @@ from .metrics import API_REQUESTS
 
 log = logging.getLogger("trainyard.kube")
 FIELD_MANAGER = "trainyard-operator"
+# Creations and deletions in flight at once, across all jobs: a 64-worker gang goes out in one wave
+# (as many requests at once as the bench's bare client sends), not two.
+PARALLELISM = 64
 
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
@@ -29,8 +32,8 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     except config.ConfigException:
         cfg = client.Configuration()
         config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    # Pod fan-out runs in parallel threads; the default pool (cpu*5) would serialise them.
-    cfg.connection_pool_maxsize = 64
+    # Pod fan-out runs in parallel threads (PARALLELISM); the default pool (cpu*5) would serialise them.
+    cfg.connection_pool_maxsize = PARALLELISM
     return client.ApiClient(cfg)
 
 
@@ -65,7 +68,7 @@ class Conflict(Exception):
 
 
 class KubeClient:
-    def __init__(self, api_client: client.ApiClient, parallelism: int = 32, request_timeout: float = 60.0):
+    def __init__(self, api_client: client.ApiClient, parallelism: int = PARALLELISM, request_timeout: float = 60.0):
         self.api = api_client
         self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api_client)

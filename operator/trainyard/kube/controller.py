@@ -82,11 +82,11 @@ async def node_event(event: dict, name: str, body: kopf.Body, memo: kopf.Memo, *
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def job_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(event: dict, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if event.get("type") == "DELETED":
         memo["loops"].stop(namespace, name)
     else:
-        memo["loops"].wake(namespace, name)
+        memo["loops"].wake(namespace, name, body)
 
 
 @kopf.on.cleanup()

@@ -31,6 +31,7 @@ from . import metrics
 from .backend import KubeBackend, status_body
 from .client import Conflict, KubeClient, api_message
 from .expectations import Expectations
+from .jobcache import JobCache
 from .nodes import NodeState
 
 log = logging.getLogger("trainyard.controller")
@@ -72,6 +73,7 @@ class JobLoop:
     task: asyncio.Task | None = None
     requeue: float | None = None
     expectations: Expectations = field(default_factory=Expectations)
+    cache: JobCache = field(default_factory=JobCache)
     woken_at: float = 0.0  # when the event that triggered the next reconcile arrived
     failure_seen_at: float | None = None  # a restart is decided; its new workers are not created yet
     phase: str | None = None
@@ -92,16 +94,25 @@ class JobLoop:
         than the resync, which stays a safety net even while a deadline hours away is pending."""
         return RESYNC_SECONDS if self.requeue is None else min(self.requeue, RESYNC_SECONDS)
 
-    def reconcile(self) -> float | None:
+    def reconcile(self, fresh: bool = True) -> float | None:
         """One reconcile of the job (in a thread). Returns when to look again (seconds), or None:
-        the plan's wake-up, or sooner to write a status that is waiting (kube.backend)."""
-        when = self._reconcile()
+        the plan's wake-up, or sooner to write a status that is waiting (kube.backend).
+        `fresh=False` (an event woke it): the job as the cache knows it, if it does (kube.jobcache)."""
+        when = self._reconcile(fresh)
         due = self.backend.status_due_in()
         return due if due is not None and (when is None or due < when) else when
 
-    def _reconcile(self) -> float | None:
-        for _ in range(CONFLICT_RETRIES):
+    def _read(self, fresh: bool) -> dict[str, Any] | None:
+        obj = None if fresh else self.cache.read()
+        if obj is None:
             obj = self.client.get_job(self.namespace, self.name)
+            if obj is not None:
+                self.cache.known(obj)
+        return obj
+
+    def _reconcile(self, fresh: bool) -> float | None:
+        for _ in range(CONFLICT_RETRIES):
+            obj = self._read(fresh)
             self.backend.tally_pending = False  # what waits is decided again from this read
             if obj is None:
                 return None
@@ -111,7 +122,8 @@ class JobLoop:
             except ValidationError as e:
                 body = invalid_spec_status(obj, e, now)
                 if body is not None:
-                    self.client.patch_status(self.namespace, self.name, obj["metadata"]["resourceVersion"], body)
+                    self.cache.known(self.client.patch_status(self.namespace, self.name,
+                                                              obj["metadata"]["resourceVersion"], body))
                     self.client.post_events(api.ObjectMeta.model_validate(obj["metadata"]),
                                             [Event("Warning", R.INVALID_SPEC, body["message"])])
                 return None
@@ -119,7 +131,11 @@ class JobLoop:
                 plan, applied = reconcile(job, self.backend, now)
             except Conflict:
                 self.log.debug("conflict writing the status; deciding again")
+                self.cache.forget()
+                fresh = True
                 continue
+            if self.backend.written is not None:
+                self.cache.known(self.backend.written)
             if applied == Applied.DECIDE_AGAIN:
                 continue  # a creation was refused: decide with it known, and write that status
             self.record(job, plan)
@@ -133,10 +149,12 @@ class JobLoop:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), timeout=self.next_wait())
+            woken = self.wakeup.is_set()  # by an event, not by the requeue or the resync
             self.wakeup.clear()
             started = time.monotonic()
+            since = self.woken_at if woken else started
             try:
-                self.requeue = await asyncio.to_thread(self.reconcile)
+                self.requeue = await asyncio.to_thread(self.reconcile, not woken)
             except ApiException as e:  # e.g. the namespace is terminating; the body says what the apiserver refused
                 self.log.warning("reconcile: API error %s: %s; retrying", e.status, api_message(e))
                 self.requeue = 5.0
@@ -144,7 +162,10 @@ class JobLoop:
                 self.log.exception("reconcile failed; retrying")
                 self.requeue = 5.0
             finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+                done = time.monotonic()
+                metrics.RECONCILE_SECONDS.observe(done - started)
+                if woken:
+                    metrics.RECONCILE_LATENCY_SECONDS.observe(done - since)
             if loops.get(key) is not self:
                 return
 
@@ -221,14 +242,17 @@ class Loops:
             if any(w.node == node for _, w in self.indexed(key)()):
                 loop.wake()
 
-    def wake(self, namespace: str, name: str) -> JobLoop:
-        """Wakes the job's loop, starting it on the job's first event."""
+    def wake(self, namespace: str, name: str, body: Any = None) -> JobLoop:
+        """Wakes the job's loop, starting it on the job's first event (`body`: the job as the
+        watch delivered it)."""
         key = (namespace, name)
         loop = self.loops.get(key)
         if loop is None:
             loop = JobLoop(namespace, name, self.client, self.indexed(key), self.nodes)
             loop.task = asyncio.create_task(loop.run(self), name=f"trainyard:{namespace}/{name}")
             self.loops[key] = loop
+        if body is not None:
+            loop.cache.from_watch(body)
         loop.wake()
         return loop
 
