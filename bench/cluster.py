@@ -160,15 +160,18 @@ class Kube:
                 raise
 
     def fail_pod(self, ns: str, name: str, container: str, exit_code: int = 1) -> None:
-        """Ends a pod as its kubelet would report a crash: phase Failed, the container terminated."""
+        """Ends a pod as its kubelet would report it: phase Failed (a crash, exit code != 0) or
+        Succeeded (exit code 0), the container terminated with that code."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ok = exit_code == 0
         status = {"status": {
-            "phase": "Failed",
+            "phase": "Succeeded" if ok else "Failed",
             "containerStatuses": [{
                 "name": container, "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
-                "state": {"terminated": {"exitCode": exit_code, "reason": "Error", "startedAt": now,
-                                         "finishedAt": now}}}],
-            "conditions": [{"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": now}],
+                "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if ok else "Error",
+                                         "startedAt": now, "finishedAt": now}}}],
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted" if ok else "PodFailed",
+                            "lastTransitionTime": now}],
         }}
         self.core.patch_namespaced_pod_status(name, ns, status)
 
@@ -353,6 +356,15 @@ class Process:
 
     def tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the process and its children have used so far."""
+        import psutil
+        try:
+            p = psutil.Process(self.proc.pid)
+            return sum(sum(x.cpu_times()[:2]) for x in [p, *p.children(recursive=True)])
+        except psutil.Error:
+            return 0.0
 
     def rss(self) -> int:
         import psutil
