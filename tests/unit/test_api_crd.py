@@ -194,3 +194,20 @@ def test_the_bounds_keep_the_engine_and_the_pods_in_range():
     probe = worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["livenessProbe"]
     assert probe["initialDelaySeconds"] <= 2**31 - 1
     assert job.spec.failure_policy.backoff_delay(10000) == 86400.0
+
+
+def test_each_distinct_node_is_judged_once_and_the_same_for_every_job():
+    """The engine re-checks every job of a burst: a node (a container, a spec) identical to one already
+    judged costs a lookup, and the verdict still names this job's field."""
+    from trainyard.api.admission import _outcome, compile_rules
+
+    assert compile_rules() == len({t for r in rules() for t in (r.rule, r.message_expression) if t})
+    bad_env = {"containers": [{"name": "trainer", "image": "i", "env": [{"name": "PET_NNODES", "value": "1"}]}]}
+    first = semantic_errors(make_job(spec={"template": {"spec": bad_env}}, name="job-a"))
+    hits = _outcome.cache_info().hits
+    second = semantic_errors(make_job(spec={"template": {"spec": bad_env}}, name="job-b"))
+    assert first == second and len(first) == 1 and first[0].startswith("spec.template.spec.containers[0]")
+    assert _outcome.cache_info().hits > hits
+    long_name = semantic_errors(make_job(name="x" * 49))  # a root rule reads the name: never another job's verdict
+    assert long_name == ["metadata.name: Invalid value: metadata.name must be at most 48 characters, not 49: worker "
+                         "hostnames are <name>-<attempt>-<index> and must fit in 63"]

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from .. import api
+from ..api import admission
 from ..api.names import LABEL_JOB_NAME
 from . import metrics
 from .client import KubeClient, load_config
@@ -48,6 +49,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pod
     memo["loops"].node_index = node_states
     if memo.get("metrics_port"):
         metrics.serve(int(memo["metrics_port"]))
+    # The engine re-checks every job against the CRD's rules: compile them before the first job.
+    await asyncio.to_thread(admission.compile_rules)
 
 
 @kopf.index("pods", labels={LABEL_JOB_NAME: kopf.PRESENT})
