@@ -73,6 +73,22 @@ class FakeClient:
     def delete_job(self, namespace: str, name: str) -> None:
         self._log("delete_job", name)
 
+    # -- Kueue
+    flavors: dict[str, dict[str, Any]] = {}
+
+    def resource_flavor(self, name: str) -> dict[str, Any] | None:
+        self._log("get_flavor", name)
+        return self.flavors.get(name)
+
+    def patch_workload(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self._log("patch_workload", name, patch)
+
+    def apply_workload_status(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self._log("apply_workload_status", name, body)
+
+    def patch_workload_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self._log("patch_workload_status", name, patch)
+
     def post_events(self, meta: Any, events: list[Any]) -> None:
         for e in events:
             self._log("event", e.reason)

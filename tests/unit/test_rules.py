@@ -33,7 +33,8 @@ def decision(spec=None, status=None, workers=(), now=T0, **meta) -> Decision:
 
 def test_the_table_is_in_its_documented_order():
     assert [r.__name__ for r in RULES] == [
-        "being_deleted", "already_finished", "invalid_spec", "suspended", "resumed", "started", "active_deadline",
+        "being_deleted", "already_finished", "invalid_spec", "suspended", "resumed", "queued", "started",
+        "active_deadline",
         "superseded", "on_fault", "backoff", "scale", "all_succeeded", "stuck_workers", "running"]
 
 

@@ -11,6 +11,8 @@ LABEL_WORKER_INDEX = "trainyard.dev/worker-index"
 LABEL_ATTEMPT = "trainyard.dev/attempt"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "trainyard"
+# Kueue's own label: a job that carries it waits in that LocalQueue until Kueue admits it.
+LABEL_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
 
 
 def worker_name(job: str, attempt: int, index: int) -> str:
@@ -50,3 +52,9 @@ def worker_fqdn(job: str, namespace: str, attempt: int, index: int, cluster_doma
 def rendezvous_id(job_uid: str, rendezvous_attempt: int) -> str:
     """torchrun closes a rendezvous id for good once an agent exits, so every gang gets a new one."""
     return f"{job_uid}-{rendezvous_attempt}"
+
+
+def workload_name(job: str, uid: str) -> str:
+    """The Kueue Workload of a queued job: deterministic, so a restarted operator finds it, and the
+    uid's start, so a new job of the same name gets a new one (at most 253 characters)."""
+    return f"dtj-{job[:200]}-{uid[:8]}"

@@ -7,7 +7,8 @@ RESTARTING = "Restarting"
 SUSPENDED = "Suspended"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
-CONDITION_TYPES = (CREATED, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+ADMITTED = "Admitted"  # only for a job queued in Kueue (the kueue.x-k8s.io/queue-name label)
+CONDITION_TYPES = (CREATED, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED, ADMITTED)
 
 # Reasons
 WORKERS_CREATED = "WorkersCreated"
@@ -38,6 +39,11 @@ QUOTA_EXCEEDED = "QuotaExceeded"  # a ResourceQuota refuses the pods (or the cla
 CREATE_REFUSED = "CreateRefused"  # any other refusal: admission (a missing PriorityClass or ServiceAccount), ...
 CLAIM_PENDING = "CheckpointClaimPending"  # the checkpoint claim is not bound
 STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"  # still Pending after startupDeadlineSeconds, no other reason
+# Kueue (a job with the kueue.x-k8s.io/queue-name label): the Admitted condition's reasons.
+WAITING_FOR_ADMISSION = "WaitingForAdmission"  # no pod until Kueue admits the job's Workload
+KUEUE_ADMITTED = "Admitted"
+KUEUE_EVICTED = "Evicted"  # Kueue evicted the Workload: its workers are stopped, it queues again (not a restart)
+KUEUE_UNAVAILABLE = "KueueUnavailable"  # the job asks for a queue and Kueue's API is not served: it waits
 # Workers that cannot start: the pod's own waiting reason is reported as is.
 UNSCHEDULABLE = "Unschedulable"
 NODE_NOT_FOUND = "NodeNotFound"  # the template pins spec.nodeName to a node that does not exist

@@ -26,7 +26,8 @@ class Phase(StrEnum):
 class Condition(Model):
     """A standard Kubernetes condition."""
 
-    type: str = Field(description="Created, Running, Restarting, Suspended, Succeeded or Failed.")
+    type: str = Field(description="Created, Running, Restarting, Suspended, Succeeded or Failed; Admitted for a job "
+                                  "queued in Kueue.")
     status: str = Field(description="True, False or Unknown.", json_schema_extra={"enum": ["True", "False", "Unknown"]})
     reason: str = Field("", description="A CamelCase reason, one of the documented constants.")
     message: str = Field("", description="What happened, and what to do about it.")

@@ -17,7 +17,7 @@ def set_condition(status: DistributedTrainingJobStatus, type_: str, true: bool, 
             status.conditions[i] = Condition(type=type_, status=value, reason=reason, message=message,
                                              last_transition_time=ltt)
             return
-    if not true and type_ not in (R.RUNNING, R.CREATED):
+    if not true and type_ not in (R.RUNNING, R.CREATED, R.ADMITTED):
         return  # a condition that never happened (a restart, a suspension) is absent rather than False
     status.conditions.append(Condition(type=type_, status=value, reason=reason, message=message,
                                        last_transition_time=now))

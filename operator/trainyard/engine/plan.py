@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..api import DistributedTrainingJobStatus
+from .admission import Placement
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -32,7 +33,8 @@ class Event:
 class Plan:
     """The new status, the workers to create and delete, events to post (only once the status is
     written) and when to look again. `ensure_children`: the Service and the checkpoint claim
-    must exist before these workers start (a first gang, or a gang restart)."""
+    must exist before these workers start (a first gang, or a gang restart). `placement`: where the
+    queue (Kueue) admitted the gang; every pod created gets it."""
 
     status: DistributedTrainingJobStatus
     create: list[Launch] = field(default_factory=list)
@@ -41,6 +43,7 @@ class Plan:
     requeue_after: float | None = None
     delete_job: bool = False
     ensure_children: bool = False
+    placement: Placement | None = None
 
     def wake_at(self, now: datetime, when: datetime | None) -> None:
         if when is None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ..api import contract, reasons
+from .admission import Admission
 
 
 class State(StrEnum):
@@ -89,11 +90,12 @@ class Worker:
 
 @dataclass(frozen=True)
 class Child:
-    """The job's Service or checkpoint claim, as the backend sees it."""
+    """The job's Service, checkpoint claim or (a queued job) Kueue Workload, as the backend sees it."""
 
-    kind: str  # "Service" or "PersistentVolumeClaim"
+    kind: str  # "Service", "PersistentVolumeClaim" or "Workload"
     name: str
     exists: bool | None = None  # None: this backend does not know
     phase: str = ""  # a claim's phase: Pending, Bound, Lost
     message: str = ""  # why a claim is not bound (the provisioner's or the binder's latest warning)
     refusal: Refusal | None = None  # the apiserver refused to create it
+    admission: Admission | None = None  # a Workload's: what the queue says

@@ -15,18 +15,19 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import api
 from ..api import reasons as R
-from ..api.names import claim_name, service_name
+from ..api.names import LABEL_QUEUE_NAME, claim_name, service_name, workload_name
 from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
 from ..engine.refusals import retry_at
 from ..engine.workers import Child, Refusal, State, Worker
 from ..engine.writes import COUNTS_INTERVAL_SECONDS, urgent
-from .client import KubeClient, api_message, api_reason
+from . import kueue
+from .client import Conflict, KubeClient, api_message, api_reason
 from .expectations import Expectations
-from .manifests import checkpoint_claim, headless_service, worker_pod
+from .manifests import checkpoint_claim, headless_service, worker_pod, workload
 from .nodes import NodeState
 
-SERVICE, CLAIM = "Service", "PersistentVolumeClaim"
+SERVICE, CLAIM, WORKLOAD = "Service", "PersistentVolumeClaim", "Workload"
 CLAIM_LOOKUP_SECONDS = 10.0  # how often a pending claim's state and latest warning are read
 
 
@@ -43,7 +44,9 @@ class KubeBackend:
     def __init__(self, client: KubeClient, indexed: Callable[[], list[tuple[str, Worker]]],
                  expectations: Expectations | None = None, log: logging.Logger | logging.LoggerAdapter | None = None,
                  nodes: Callable[[], dict[str, NodeState] | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 workloads: Callable[[], list[kueue.WorkloadState]] | None = None,
+                 kueue_served: Callable[[], bool] | None = None):
         self.client = client
         self.clock = clock
         self.indexed = indexed  # (controller owner uid, worker) of every pod labelled with the job's name
@@ -58,6 +61,10 @@ class KubeBackend:
         self.status_written_at: float | None = None  # our last status write (clock), None: none yet
         self.tally_pending = False  # a status that differs only in its tally is waiting to be written
         self.written: dict[str, Any] | None = None  # the job as our last status write left it (the answer)
+        self.workloads = workloads or (lambda: [])  # the Workloads labelled with the job's name (kopf index)
+        self.kueue_served = kueue_served or (lambda: False)
+        self._workload_sent: str | None = None  # the Workload we created, until the index shows it
+        self._flavors: dict[str, dict[str, Any]] = {}
 
     # -- observe
     def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -72,7 +79,74 @@ class KubeBackend:
         if job.spec.checkpoint is not None and job.spec.checkpoint.created_claim and CLAIM not in self.refused \
                 and any(w.state == State.PENDING and w.reason == R.UNSCHEDULABLE for w in seen):
             children.append(self._claim_state(job))
+        if (queue := job.metadata.labels.get(LABEL_QUEUE_NAME)) is not None:
+            children.append(self._workload_child(job, queue))
         return seen + refused, children
+
+    # -- Kueue (kube.kueue)
+    def workload(self, job: api.DistributedTrainingJob) -> kueue.WorkloadState | None:
+        """The job's own Workload (another job's of the same name, GC pending, is not)."""
+        return next((w for w in self.workloads() if w.owner_uid == job.metadata.uid), None)
+
+    def _workload_child(self, job: api.DistributedTrainingJob, queue: str) -> Child:
+        wl = self.workload(job)
+        flavors = None
+        if wl is not None and wl.admitted:
+            try:
+                flavors = self._flavor_specs(wl.flavors())
+            except ApiException as e:
+                self.log.warning("reading ResourceFlavors %s failed: %s", wl.flavors(), api_message(e))
+        admission = kueue.admission(queue, wl, flavors, self.kueue_served())
+        return Child(WORKLOAD, workload_name(job.metadata.name, job.metadata.uid), exists=wl is not None,
+                     admission=admission)
+
+    def _flavor_specs(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The assigned flavours' specs, read once each (a re-admission reads them again)."""
+        for name in names:
+            if name not in self._flavors:
+                self._flavors[name] = self.client.resource_flavor(name) or {}
+        return {n: self._flavors[n] for n in names}
+
+    def _kueue_before(self, job: api.DistributedTrainingJob) -> None:
+        """Before any pod: the Workload exists (Kueue admits it), and its spec.active follows
+        spec.runPolicy.suspend (an inactive Workload gives its quota back)."""
+        if job.metadata.labels.get(LABEL_QUEUE_NAME) is None or not self.kueue_served():
+            return
+        if job.metadata.deletionTimestamp is not None or (job.status.phase is not None and job.status.phase.terminal):
+            return
+        wl, meta = self.workload(job), job.metadata
+        if wl is None:
+            name = workload_name(meta.name, meta.uid)
+            if self._workload_sent != name:
+                self.client.create(workload(job))  # False (it exists): the index shows it soon
+                self._workload_sent = name
+            return
+        self._workload_sent = None
+        if wl.active == job.spec.run_policy.suspend:
+            self.client.patch_workload(meta.namespace, wl.name, {"spec": {"active": not job.spec.run_policy.suspend}})
+
+    def _kueue_after(self, job: api.DistributedTrainingJob, status: api.DistributedTrainingJobStatus) -> bool:
+        """After the status: PodsReady (and Finished once the job ended) on an admitted Workload,
+        and an evicted Workload's quota released once none of the job's pods runs any more.
+        Returns False if that release must wait for pods still stopping."""
+        wl = self.workload(job) if job.metadata.labels.get(LABEL_QUEUE_NAME) is not None else None
+        if wl is None:
+            return True
+        if wl.evicted:
+            uid = job.metadata.uid
+            if any(_still_running(w) for owner, w in self.indexed() if owner == uid):
+                return False  # the quota stays reserved until the evicted workers are gone
+            try:
+                self.client.patch_workload_status(wl.namespace, wl.name, kueue.release_body(wl))
+            except Conflict:
+                return False  # Kueue wrote meanwhile: the index shows it soon, release then
+            self.log.info("released the quota of evicted Workload %s (%s)", wl.name, wl.evicted)
+            return True
+        if wl.admitted or (status.phase is not None and status.phase.terminal and wl.reserved):
+            conditions = kueue.owned_conditions(wl, status)
+            if conditions is not None:
+                self.client.apply_workload_status(wl.namespace, wl.name, kueue.apply_body(wl, conditions))
+        return True
 
     def _with_nodes(self, workers: list[Worker], pinned: str | None) -> list[Worker]:
         """Workers on a node that is gone are lost at once; on an unready one, from when it stopped
@@ -131,6 +205,7 @@ class KubeBackend:
         outcome = Applied.DONE
         self.written = None
 
+        self._kueue_before(job)
         to_delete = self.expectations.expect_deleted(plan.delete)
         force = {w.name for owner, w in self.indexed() if w.node in self._lost_nodes}
         for err in client.delete_workers(meta.namespace, to_delete, force=force):
@@ -152,6 +227,8 @@ class KubeBackend:
                 self.tally_pending = True
         if plan.events:
             client.post_events(meta, plan.events)
+        if not self._kueue_after(job, plan.status):
+            outcome = Applied.RETRY_SOON
         if plan.delete_job:
             client.delete_job(meta.namespace, meta.name)
         self.expectations.forget_before(plan.status.rendezvous_attempt)
@@ -183,7 +260,7 @@ class KubeBackend:
         job_now = job.model_copy(update={"status": plan.status})
         for launch in plan.create:
             try:
-                manifests.append((launch, launch.name, worker_pod(job_now, launch)))
+                manifests.append((launch, launch.name, worker_pod(job_now, launch, plan.placement)))
             except Exception as e:  # noqa: BLE001 - a template the builder cannot use is the user's to fix
                 manifests.append((launch, launch.name, _Refused(f"the pod template cannot be used: {e}")))
         if not manifests:
@@ -241,3 +318,8 @@ class _Refused(Exception):
 class _Conflict(_Refused):
     code = 409
     reason = "AlreadyExists"
+
+
+def _still_running(w: Worker) -> bool:
+    """The pod may still run: not ended, or deleted by us and still terminating."""
+    return w.active or (w.disruption == R.POD_DELETED and w.exit_code is None and w.finished_at is None)

@@ -32,8 +32,10 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     except config.ConfigException:
         cfg = client.Configuration()
         config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    # Pod fan-out runs in parallel threads (PARALLELISM); the default pool (cpu*5) would serialise them.
-    cfg.connection_pool_maxsize = PARALLELISM
+    # Pod fan-out runs in parallel threads (PARALLELISM), next to the reconcile threads' own reads and
+    # writes (kube.controller.RECONCILE_THREADS): the default pool (cpu*5) would serialise them, and
+    # a pool smaller than the threads discards connections (a new TLS handshake each, under a burst).
+    cfg.connection_pool_maxsize = PARALLELISM + 32
     return client.ApiClient(cfg)
 
 
@@ -98,14 +100,15 @@ class KubeClient:
                 raise Conflict(name) from e
             raise
 
-    def send(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> int:
+    def send(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
+             content_type: str = "application/json") -> int:
         """One request as written: the client's generated methods validate a body against their own
         models before sending it, and refuse valid pods (`cpu: 1`, an extended resource, a field
         newer than the client); only the apiserver judges here. Returns the status; raises
         ApiException for an error answer, as the generated methods do."""
         method_, url, headers, data, post = self.api.param_serialize(
             method=method, resource_path=path, query_params=list((query or {}).items()),
-            header_params={"Content-Type": "application/json", "Accept": "application/json"}, body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"}, body=body,
             auth_settings=["BearerToken"])
         resp = self.api.call_api(method_, url, headers, data, post, _request_timeout=self.request_timeout)
         resp.read()
@@ -118,9 +121,11 @@ class KubeClient:
         restart: every name is a function of the job and the attempt). Strict field validation:
         a misspelt template field is refused, and the apiserver's answer names it."""
         kind, meta = manifest["kind"], manifest["metadata"]
-        plural = {"Pod": "pods", "Service": "services", "PersistentVolumeClaim": "persistentvolumeclaims"}[kind]
+        plural = {"Pod": "pods", "Service": "services", "PersistentVolumeClaim": "persistentvolumeclaims",
+                  "Workload": "workloads"}[kind]
+        base = "/api/v1" if manifest["apiVersion"] == "v1" else f"/apis/{manifest['apiVersion']}"
         try:
-            counted("create", plural, self.send, "POST", f"/api/v1/namespaces/{meta['namespace']}/{plural}", manifest,
+            counted("create", plural, self.send, "POST", f"{base}/namespaces/{meta['namespace']}/{plural}", manifest,
                     {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"})
             return True
         except ApiException as e:
@@ -163,6 +168,53 @@ class KubeClient:
         warnings = sorted((e for e in events if e.type == "Warning"),
                           key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
         return phase, (f"{warnings[-1].reason}: {warnings[-1].message}" if warnings else "")
+
+    # -- Kueue (kube.kueue)
+    def served(self, group_version: str, plural: str) -> bool:
+        """Whether the apiserver serves this resource (discovery; every identity may read it)."""
+        try:
+            resp = self.api.call_api("GET", f"{self.api.configuration.host}/apis/{group_version}",
+                                     header_params={"Accept": "application/json"},
+                                     _request_timeout=self.request_timeout)
+            resp.read()
+            if resp.status != 200:
+                return False
+            return any(r.get("name") == plural for r in json.loads(resp.data).get("resources") or [])
+        except Exception:  # noqa: BLE001 - not served, or not reachable: treated as absent
+            return False
+
+    def resource_flavor(self, name: str) -> dict[str, Any] | None:
+        """A ResourceFlavor's spec (cluster-scoped), or None if it does not exist."""
+        try:
+            obj = counted("get", "resourceflavors", self.custom.get_cluster_custom_object,
+                          "kueue.x-k8s.io", "v1beta2", "resourceflavors", name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj.get("spec") or {}
+
+    def patch_workload(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        path = f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads/{name}"
+        counted("patch", "workloads", self.send, "PATCH", path, patch, {"fieldManager": FIELD_MANAGER},
+                "application/merge-patch+json")
+
+    def apply_workload_status(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """Server-side apply on workloads/status, as FIELD_MANAGER (force: these fields are ours)."""
+        path = f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads/{name}/status"
+        counted("apply", "workloads/status", self.send, "PATCH", path, body,
+                {"fieldManager": FIELD_MANAGER, "force": "true"}, "application/apply-patch+yaml")
+
+    def patch_workload_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch on workloads/status (guarded by the resourceVersion it carries: 409 is Conflict)."""
+        path = f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads/{name}/status"
+        try:
+            counted("patch", "workloads/status", self.send, "PATCH", path, patch, {"fieldManager": FIELD_MANAGER},
+                    "application/merge-patch+json")
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(name) from e
+            raise
 
     def delete_workers(self, namespace: str, names: list[str], force: set[str] = frozenset()) -> list[Exception]:
         """Deletes pods in parallel; those in `force` at once (their node is gone or unready: no

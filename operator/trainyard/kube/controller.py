@@ -20,7 +20,7 @@ import kopf
 from .. import api
 from ..api import admission
 from ..api.names import LABEL_JOB_NAME
-from . import metrics
+from . import kueue, metrics
 from .client import KubeClient, load_config
 from .loop import Loops
 from .nodes import node_state
@@ -33,7 +33,7 @@ RECONCILE_THREADS = 32
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pods: kopf.Index,
-                    node_states: kopf.Index, **_: Any) -> None:
+                    node_states: kopf.Index, workloads: kopf.Index, **_: Any) -> None:
     settings.persistence.finalizer = "trainyard.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainyard.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trainyard.dev")
@@ -47,6 +47,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pod
         memo["loops"] = Loops(KubeClient(load_config(memo.get("kubeconfig"))))
     memo["loops"].index = worker_pods  # kopf fills these before any resource handler runs
     memo["loops"].node_index = node_states
+    memo["loops"].workload_index = workloads
+    loops = memo["loops"]
+    loops.kueue = await asyncio.to_thread(loops.client.served, kueue.API_VERSION, kueue.PLURAL)
+    logging.getLogger("trainyard.controller").info(
+        "Kueue's Workload API is %s", "served: jobs with kueue.x-k8s.io/queue-name wait for admission" if loops.kueue
+        else "not served: a job with kueue.x-k8s.io/queue-name waits (KueueUnavailable)")
     if memo.get("metrics_port"):
         metrics.serve(int(memo["metrics_port"]))
     # The engine re-checks every job against the CRD's rules: compile them before the first job.
@@ -71,6 +77,20 @@ async def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, 
     if event.get("type") == "DELETED" and (worker := from_pod(dict(body))) is not None:
         loop.expectations.vanished(worker)  # the engine decides if that matters
     loop.wake()
+
+
+# Kueue's Workloads of queued jobs (kube.kueue): an admission or an eviction wakes the job. Kueue
+# not installed: kopf leaves this resource unwatched (one warning at startup) and a queued job waits.
+@kopf.index(kueue.GROUP, kueue.VERSION, kueue.PLURAL, labels={LABEL_JOB_NAME: kopf.PRESENT})
+async def workloads(namespace: str, labels: dict, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[LABEL_JOB_NAME]): kueue.workload_state(dict(body))}
+
+
+@kopf.on.event(kueue.GROUP, kueue.VERSION, kueue.PLURAL, labels={LABEL_JOB_NAME: kopf.PRESENT})
+async def workload_event(namespace: str, labels: dict, memo: kopf.Memo, **_: Any) -> None:
+    loop = memo["loops"].get((namespace, labels[LABEL_JOB_NAME]))
+    if loop is not None:
+        loop.wake()
 
 
 @kopf.index("nodes")

@@ -69,6 +69,8 @@ class JobLoop:
     client: KubeClient
     indexed: Callable[[], list[tuple[str, Worker]]]
     nodes: Callable[[], dict[str, NodeState] | None] = lambda: None
+    workloads: Callable[[], list[Any]] = lambda: []
+    kueue: Callable[[], bool] = lambda: False
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     requeue: float | None = None
@@ -82,7 +84,8 @@ class JobLoop:
 
     def __post_init__(self) -> None:
         self.log = job_logger(self.namespace, self.name)
-        self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log, self.nodes)
+        self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log, self.nodes,
+                                   workloads=self.workloads, kueue_served=self.kueue)
 
     def wake(self) -> None:
         if not self.wakeup.is_set():
@@ -217,12 +220,17 @@ class Loops:
     node_index: Any = None  # the kopf index of node states by name, bound at startup
     loops: dict[tuple[str, str], JobLoop] = field(default_factory=dict)
     node_ready: dict[str, bool | None] = field(default_factory=dict)
+    workload_index: Any = None  # the kopf index of Kueue Workloads by job, bound at startup
+    kueue: bool = False  # Kueue's Workload API is served (read at startup)
 
     def get(self, key: tuple[str, str]) -> JobLoop | None:
         return self.loops.get(key)
 
     def indexed(self, key: tuple[str, str]) -> Callable[[], list[tuple[str, Worker]]]:
         return lambda: list(self.index.get(key, [])) if self.index is not None else []
+
+    def workloads(self, key: tuple[str, str]) -> Callable[[], list[Any]]:
+        return lambda: list(self.workload_index.get(key, [])) if self.workload_index is not None else []
 
     def nodes(self) -> dict[str, NodeState] | None:
         """Every node's state (None: nodes are not watched, so no worker is judged by its node)."""
@@ -248,7 +256,8 @@ class Loops:
         key = (namespace, name)
         loop = self.loops.get(key)
         if loop is None:
-            loop = JobLoop(namespace, name, self.client, self.indexed(key), self.nodes)
+            loop = JobLoop(namespace, name, self.client, self.indexed(key), self.nodes, self.workloads(key),
+                           lambda: self.kueue)
             loop.task = asyncio.create_task(loop.run(self), name=f"trainyard:{namespace}/{name}")
             self.loops[key] = loop
         if body is not None:

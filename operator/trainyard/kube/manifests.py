@@ -13,13 +13,16 @@ from ..api.names import (
     LABEL_ATTEMPT,
     LABEL_JOB_NAME,
     LABEL_MANAGED_BY,
+    LABEL_QUEUE_NAME,
     LABEL_WORKER_INDEX,
     MANAGED_BY,
     claim_name,
     service_name,
     worker_fqdn,
     worker_name,
+    workload_name,
 )
+from ..engine.admission import Placement
 from ..engine.env import worker_env
 from ..engine.plan import Launch
 
@@ -78,7 +81,19 @@ def _checkpoint_ownership(pod_spec: dict[str, Any]) -> None:
     sc.setdefault("fsGroupChangePolicy", "OnRootMismatch")
 
 
-def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
+def _place(pod_spec: dict[str, Any], placement: Placement | None) -> None:
+    """Where the queue admitted the gang: the flavours' node labels and tolerations (Kueue's
+    podset.FromAssignment: the template's own selector keys stay, the flavour's are added)."""
+    if placement is None:
+        return
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **placement.node_selector}
+    if placement.tolerations:
+        tolerations = list(pod_spec.get("tolerations") or [])
+        pod_spec["tolerations"] = tolerations + [t for t in placement.tolerations if t not in tolerations]
+
+
+def worker_pod(job: DistributedTrainingJob, launch: Launch, placement: Placement | None = None) -> dict[str, Any]:
     meta, spec = job.metadata, job.spec
     template = copy.deepcopy(spec.template)
     tmeta = template.get("metadata") or {}
@@ -119,6 +134,7 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
         pod_spec["schedulerName"] = spec.run_policy.scheduler_name
     if spec.run_policy.priority_class_name:
         pod_spec["priorityClassName"] = spec.run_policy.priority_class_name
+    _place(pod_spec, placement)
 
     labels = {**(tmeta.get("labels") or {}), **_labels(job),
               LABEL_WORKER_INDEX: str(launch.index), LABEL_ATTEMPT: str(launch.attempt)}
@@ -171,3 +187,36 @@ def checkpoint_claim(job: DistributedTrainingJob) -> dict[str, Any] | None:
     if ckpt.storage_class_name is not None:
         spec["storageClassName"] = ckpt.storage_class_name
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": claim_meta, "spec": spec}
+
+
+def workload(job: DistributedTrainingJob) -> dict[str, Any]:
+    """The Kueue Workload of a queued job (e2e/kueue/README.md, route A): one pod set of
+    spec.workers pods whose template is worker 0's pod minus its name-specific fields, so Kueue
+    counts exactly what will run (init containers, sidecars, overhead, the template's own node
+    selector and tolerations, which it matches against the flavours). Owned by the job (garbage
+    collection takes it), no finalizer: a deleted Workload releases its quota at once."""
+    meta = job.metadata
+    pod = worker_pod(job, Launch(workload_name(meta.name, meta.uid), 0, 0, 0))
+    spec = pod["spec"]
+    for key in ("hostname", "subdomain"):
+        spec.pop(key, None)
+    template_meta = {"labels": {k: v for k, v in pod["metadata"]["labels"].items()
+                                if k not in (LABEL_WORKER_INDEX, LABEL_ATTEMPT)}}
+    if pod["metadata"].get("annotations"):
+        template_meta["annotations"] = pod["metadata"]["annotations"]
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "Workload",
+        "metadata": {
+            "name": workload_name(meta.name, meta.uid),
+            "namespace": meta.namespace,
+            "labels": {**_labels(job), "kueue.x-k8s.io/job-uid": meta.uid},
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": {
+            "queueName": meta.labels[LABEL_QUEUE_NAME],
+            "active": not job.spec.run_policy.suspend,
+            "podSets": [{"name": "workers", "count": job.spec.desired_workers,
+                         "template": {"metadata": template_meta, "spec": spec}}],
+        },
+    }

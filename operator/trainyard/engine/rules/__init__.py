@@ -9,6 +9,7 @@ from ..decision import Decision, Outcome
 from .failure_policy import on_fault
 from .lifecycle import already_finished, being_deleted, invalid_spec, started
 from .phase import running
+from .queue_policy import queued
 from .run_policy import active_deadline
 from .scaling import backoff, scale, superseded
 from .startup_policy import stuck_workers
@@ -23,6 +24,7 @@ RULES: tuple[Rule, ...] = (
     invalid_spec,  # what the CRD's rules should have refused fails the job
     suspended,  # delete every worker and pause
     resumed,  # a new start, not a restart
+    queued,  # Kueue: no worker before admission; an eviction stops them (not a restart)
     started,
     active_deadline,
     superseded,  # older gangs' pods go
