@@ -86,6 +86,8 @@ def test_install_creates_every_object_with_the_standard_labels(release):
         ("clusterrolebinding", None, "trainyard"),
         ("clusterrole", None, "trainyard-nodes"),
         ("clusterrolebinding", None, "trainyard-nodes"),
+        ("clusterrole", None, "trainyard-kueue"),
+        ("clusterrolebinding", None, "trainyard-kueue"),
     }
     for kind, ns, name in objects:
         obj = get(c, kind, name, *(["-n", ns] if ns else []))
@@ -96,8 +98,8 @@ def test_install_creates_every_object_with_the_standard_labels(release):
         "Deployment/trainyard-system/trainyard", "Service/trainyard-system/trainyard-metrics",
         "ServiceAccount/trainyard-system/trainyard"]
     assert items(c, "clusterrole,clusterrolebinding", "-l", INSTANCE) == [
-        "ClusterRole//trainyard", "ClusterRole//trainyard-nodes", "ClusterRoleBinding//trainyard",
-        "ClusterRoleBinding//trainyard-nodes"]
+        "ClusterRole//trainyard", "ClusterRole//trainyard-kueue", "ClusterRole//trainyard-nodes",
+        "ClusterRoleBinding//trainyard", "ClusterRoleBinding//trainyard-kueue", "ClusterRoleBinding//trainyard-nodes"]
     assert get(c, "clusterrole", "trainyard")["rules"] == RULES
     assert "kubectl apply --server-side -f charts/trainyard/crds/" in c.install_output  # NOTES.txt
 
@@ -162,9 +164,10 @@ def test_upgrade_to_namespaced_rbac_json_logs_and_a_service_monitor(release):
         "--namespace", "team-a"]
     c.kubectl_run("wait", "--for=condition=Available", "--timeout=60s", "-n", NS, "deployment/trainyard")
     # namespaced mode: a Role in the watched namespace, no cluster-wide grant any more
-    # nodes are cluster-scoped: their read-only ClusterRole stays with namespaced RBAC
+    # nodes and ResourceFlavors are cluster-scoped: their read-only ClusterRoles stay with namespaced RBAC
     assert items(c, "clusterrole,clusterrolebinding", "-l", INSTANCE) == [
-        "ClusterRole//trainyard-nodes", "ClusterRoleBinding//trainyard-nodes"]
+        "ClusterRole//trainyard-kueue", "ClusterRole//trainyard-nodes", "ClusterRoleBinding//trainyard-kueue",
+        "ClusterRoleBinding//trainyard-nodes"]
     assert items(c, "role,rolebinding", "-n", "team-a", "-l", INSTANCE) == [
         "Role/team-a/trainyard", "RoleBinding/team-a/trainyard"]
     assert get(c, "role", "trainyard", "-n", "team-a")["rules"] == RULES

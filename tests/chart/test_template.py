@@ -36,8 +36,12 @@ RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": ["get", "create"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "list"]},
+    # Kueue (route A): the Workload of a queued job
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads/status"], "verbs": ["patch"]},
 ]
 NODE_RULES = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+KUEUE_RULES = [{"apiGroups": ["kueue.x-k8s.io"], "resources": ["resourceflavors"], "verbs": ["get"]}]
 SUBJECTS = [{"kind": "ServiceAccount", "name": "trainyard", "namespace": NS}]
 
 DEPLOYMENT: dict[str, Any] = {
@@ -113,6 +117,16 @@ NODE_ROLE_BINDING = {
 }
 
 
+KUEUE_ROLE = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+              "metadata": {"name": "trainyard-kueue", "labels": LABELS}, "rules": KUEUE_RULES}
+KUEUE_ROLE_BINDING = {
+    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+    "metadata": {"name": "trainyard-kueue", "labels": LABELS},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "trainyard-kueue"},
+    "subjects": SUBJECTS,
+}
+
+
 def role(ns: str) -> dict[str, Any]:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": "trainyard", "namespace": ns, "labels": LABELS}, "rules": RULES}
@@ -131,12 +145,15 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def test_defaults_render_exactly_these_objects(template):
     out = template()
-    assert out.kinds() == [("ClusterRole", "trainyard"), ("ClusterRole", "trainyard-nodes"),
-                           ("ClusterRoleBinding", "trainyard"), ("ClusterRoleBinding", "trainyard-nodes"),
+    assert out.kinds() == [("ClusterRole", "trainyard"), ("ClusterRole", "trainyard-kueue"),
+                           ("ClusterRole", "trainyard-nodes"), ("ClusterRoleBinding", "trainyard"),
+                           ("ClusterRoleBinding", "trainyard-kueue"), ("ClusterRoleBinding", "trainyard-nodes"),
                            ("Deployment", "trainyard"), ("Service", "trainyard-metrics"),
                            ("ServiceAccount", "trainyard")]
     assert out.get("ClusterRole", "trainyard-nodes") == NODE_ROLE
     assert out.get("ClusterRoleBinding", "trainyard-nodes") == NODE_ROLE_BINDING
+    assert out.get("ClusterRole", "trainyard-kueue") == KUEUE_ROLE
+    assert out.get("ClusterRoleBinding", "trainyard-kueue") == KUEUE_ROLE_BINDING
     assert out.get("Deployment", "trainyard") == DEPLOYMENT
     assert out.get("Service", "trainyard-metrics") == SERVICE
     assert out.get("ServiceAccount", "trainyard") == SERVICE_ACCOUNT
@@ -146,7 +163,8 @@ def test_defaults_render_exactly_these_objects(template):
 
 def test_watch_namespaces_give_roles_and_namespace_flags(template):
     out = template({"watchNamespaces": ["team-a", "team-b"]})
-    assert out.kinds() == [("ClusterRole", "trainyard-nodes"), ("ClusterRoleBinding", "trainyard-nodes"),
+    assert out.kinds() == [("ClusterRole", "trainyard-kueue"), ("ClusterRole", "trainyard-nodes"),
+                           ("ClusterRoleBinding", "trainyard-kueue"), ("ClusterRoleBinding", "trainyard-nodes"),
                            ("Deployment", "trainyard"), ("Role", "trainyard"), ("Role", "trainyard"),
                            ("RoleBinding", "trainyard"), ("RoleBinding", "trainyard"),
                            ("Service", "trainyard-metrics"), ("ServiceAccount", "trainyard")]
@@ -227,7 +245,8 @@ def test_existing_service_account_is_bound_not_created(template):
                                                ("trainyard-prod", "trainyard-prod")])
 def test_names_follow_the_release(template, release, name):
     out = template(release=release)
-    assert {n for k, n in out.kinds() if k != "ServiceAccount"} == {name, f"{name}-metrics", f"{name}-nodes"}
+    assert {n for k, n in out.kinds() if k != "ServiceAccount"} == {name, f"{name}-metrics", f"{name}-nodes",
+                                                                                f"{name}-kueue"}
     labels = out.get("Deployment", name)["metadata"]["labels"]
     assert labels["app.kubernetes.io/instance"] == release
 

@@ -17,6 +17,14 @@ import pytest
     ("watch", "nodes", "yes"),
     ("get", "persistentvolumeclaims", "yes"),
     ("patch", "nodes", "no"),
+    # Kueue (route A)
+    ("create", "workloads.kueue.x-k8s.io", "yes"),
+    ("watch", "workloads.kueue.x-k8s.io", "yes"),
+    ("patch", "workloads.kueue.x-k8s.io/status", "yes"),
+    ("get", "resourceflavors.kueue.x-k8s.io", "yes"),
+    ("delete", "workloads.kueue.x-k8s.io", "no"),
+    ("update", "workloads.kueue.x-k8s.io/status", "no"),
+    ("patch", "clusterqueues.kueue.x-k8s.io", "no"),
     # least privilege: nothing it does not use
     ("update", "distributedtrainingjobs.trainyard.dev", "no"),
     ("delete", "services", "no"),

@@ -49,6 +49,26 @@ these rules, so a missing permission fails them. */}}
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "list"]
+{{ include "trainyard.kueueRules" . }}
+{{- end -}}
+
+{{/* Kueue (a job labelled kueue.x-k8s.io/queue-name): the operator makes and watches one Workload
+per queued job, server-side applies PodsReady/Finished and releases an evicted reservation on its
+status, and patches spec.active to follow suspend. Harmless where Kueue is not installed. */}}
+{{- define "trainyard.kueueRules" -}}
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["patch"]
+{{- end -}}
+
+{{/* ResourceFlavors are cluster-scoped: an admitted gang's placement is read from them. */}}
+{{- define "trainyard.kueueClusterRules" -}}
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["resourceflavors"]
+  verbs: ["get"]
 {{- end -}}
 
 {{/* Nodes are cluster-scoped: whatever namespaces it watches, the operator reads them, so that a
