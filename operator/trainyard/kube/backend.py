@@ -122,7 +122,10 @@ class KubeBackend:
                 self._workload_sent = name
             return
         self._workload_sent = None
-        if wl.active == job.spec.run_policy.suspend:
+        # Suspending deactivates the Workload; resuming a job that was suspended reactivates it. A
+        # Workload someone else deactivated (kubectl, an admin) stays so: the job waits, evicted.
+        resuming = not job.spec.run_policy.suspend and job.status.phase == api.Phase.SUSPENDED
+        if (job.spec.run_policy.suspend and wl.active) or (resuming and not wl.active):
             self.client.patch_workload(meta.namespace, wl.name, {"spec": {"active": not job.spec.run_policy.suspend}})
 
     def _kueue_after(self, job: api.DistributedTrainingJob, status: api.DistributedTrainingJobStatus) -> bool:

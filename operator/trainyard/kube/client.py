@@ -173,9 +173,10 @@ class KubeClient:
     def served(self, group_version: str, plural: str) -> bool:
         """Whether the apiserver serves this resource (discovery; every identity may read it)."""
         try:
-            resp = self.api.call_api("GET", f"{self.api.configuration.host}/apis/{group_version}",
-                                     header_params={"Accept": "application/json"},
-                                     _request_timeout=self.request_timeout)
+            method, url, headers, data, post = self.api.param_serialize(
+                method="GET", resource_path=f"/apis/{group_version}", header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"])
+            resp = self.api.call_api(method, url, headers, data, post, _request_timeout=self.request_timeout)
             resp.read()
             if resp.status != 200:
                 return False
