@@ -10,8 +10,9 @@ CHART_CRD := charts/trainyard/crds/trainyard.dev_distributedtrainingjobs.yaml
 
 -include e2e/cluster/cluster.mk
 -include e2e/node/node.mk
+-include e2e/kueue/kueue.mk
 
-.PHONY: setup test unit test-cluster test-chart actionlint images lint crds verify demo bench clean
+.PHONY: setup test unit test-cluster test-kueue test-chart actionlint images lint crds verify demo bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +40,11 @@ unit: setup
 # The cluster tier builds the control plane from Go modules on first use (see e2e/cluster/).
 test-cluster: setup
 	$(VENV)/bin/pytest tests/cluster -q
+
+# The Kueue tier alone: real Kueue (built from Go modules by e2e/kueue/build.sh, cached) on a
+# control plane of its own; see e2e/kueue/README.md.
+test-kueue: setup
+	$(VENV)/bin/pytest tests/kueue -q
 
 # The chart tier alone: helm lint, values schema, template snapshots, install/upgrade/uninstall on
 # its own kwok cluster, actionlint on .github/workflows (helm/actionlint are built on first use).
