@@ -5,6 +5,8 @@ Contenders, interleaved round by round on the same kube-apiserver:
 - floor: a bare client creating the same 64 pods (the operator's own manifests) with 64 threads of
   the official Python client, connection pool 64, in a process of its own; no job object, no
   Service, no status write: the least any controller can do for 64 pods;
+- floor+svc: the same, with the job's headless Service created in the same burst (what the Service
+  costs, apart from the operator);
 - kubeflow: the equivalent PyTorchJob v1 (Master 1 + Worker 63) -> Kubeflow's training-operator
   v1.9.3, flags as its Deployment runs it (client QPS 20 / burst 30, 1 controller thread);
 - kubeflow-qps: the same with --kube-api-qps 1000 --kube-api-burst 2000 (its client-side rate

@@ -22,7 +22,12 @@ Also measured in the trainyard trials:
   The harness's own job creations (POST distributedtrainingjobs) are left out; the scheduler
   (pods/binding, events.k8s.io), kwok (pods/status) and controller-manager (endpointslices,
   leases) write other resources and are reported separately. Cross-checked with the operator's
-  own `trainyard_api_requests_total` (its writes: create/patch/delete).
+  own `trainyard_api_requests_total` (its writes: create/patch/delete). Counted twice: to all
+  Running, and to the end: after all Running the harness ends every pod with exit code 0 (a
+  pods/status patch, as a kubelet reports it) and waits until every job is Succeeded. Both by verb
+  and resource; the duplicate creates (POST pods answered 409) too;
+- the operator's CPU seconds and its reconcile latency histogram (trainyard_reconcile_latency_seconds:
+  the event that woke a job's loop -> the end of that reconcile) over the burst.
 """
 
 from __future__ import annotations
