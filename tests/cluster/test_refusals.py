@@ -68,8 +68,10 @@ def test_a_child_that_can_never_be_created_fails_the_job_at_once_naming_its_fiel
     for w in words:
         assert w in status["message"], (w, status["message"])
     assert "the apiserver refused" in status["message"] or "cannot be used" in status["message"]
+    # events are posted once the status is written: wait for it, then it is there once, not once a second
+    wait_for(lambda: reason in [r for r, _ in kube.events(ns, "bad")], 10, f"the {reason} event")
     warnings = [r for r, _ in kube.events(ns, "bad")]
-    assert warnings.count(reason) == 1  # once, not once a second
+    assert warnings.count(reason) == 1
     assert kube.condition(ns, "bad", "Created") is None or kube.condition(ns, "bad", "Created")["status"] != "True"
 
 
