@@ -127,3 +127,25 @@ def test_the_resync_is_never_skipped_for_a_later_wake_up():
     assert loop.next_wait() == RESYNC_SECONDS
     loop.requeue = 2.5
     assert loop.next_wait() == 2.5
+
+
+def test_progress_is_coalesced_and_anything_else_wakes_the_loop_at_once():
+    """A gang's pods starting one by one cost one reconcile; a failure never waits for it."""
+    from trainyard.kube.loop import PROGRESS_DELAY_SECONDS
+
+    async def scenario() -> tuple[bool, bool, bool, bool]:
+        loop = JobLoop("ml", "demo", FakeClient(dict(BASE)), lambda: [])
+        for _ in range(8):
+            loop.nudge()
+        nudged_now = loop.wakeup.is_set()
+        await asyncio.sleep(PROGRESS_DELAY_SECONDS + 0.1)
+        nudged_later = loop.wakeup.is_set()
+        loop.wakeup.clear()
+        loop.nudge()
+        loop.wake()  # a failure meanwhile: at once, and the pending nudge is folded into it
+        at_once = loop.wakeup.is_set() and loop._nudge is None
+        loop.wakeup.clear()
+        await asyncio.sleep(PROGRESS_DELAY_SECONDS + 0.1)
+        return nudged_now, nudged_later, at_once, loop.wakeup.is_set()
+
+    assert asyncio.run(scenario()) == (False, True, True, False)

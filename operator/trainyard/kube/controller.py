@@ -74,9 +74,13 @@ async def pod_event(event: dict, namespace: str, labels: dict, body: kopf.Body, 
     loop = memo["loops"].get((namespace, labels[LABEL_JOB_NAME]))
     if loop is None:
         return
-    if event.get("type") == "DELETED" and (worker := from_pod(dict(body))) is not None:
+    worker = from_pod(dict(body))
+    if event.get("type") == "DELETED" and worker is not None:
         loop.expectations.vanished(worker)  # the engine decides if that matters
-    loop.wake()
+    if event.get("type") != "DELETED" and worker is not None and worker.active and not worker.disruption:
+        loop.nudge()  # progress (created, scheduled, started): coalesced with the gang's other pods
+    else:
+        loop.wake()  # a failure, a deletion, a pod that ended: at once
 
 
 # Kueue's Workloads of queued jobs (kube.kueue): an admission or an eviction wakes the job. Kueue

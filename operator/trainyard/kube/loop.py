@@ -38,6 +38,10 @@ log = logging.getLogger("trainyard.controller")
 
 RESYNC_SECONDS = 300.0
 CONFLICT_RETRIES = 5
+# A pod that only made progress (created, scheduled, started) wakes its job this much later, so a
+# gang's pods starting one by one cost one reconcile, not one each. Anything else (a failure, a
+# deletion, a pod that ended, the job itself, a node, a Workload) wakes it at once.
+PROGRESS_DELAY_SECONDS = 0.5
 
 
 def job_logger(namespace: str, name: str) -> logging.LoggerAdapter:
@@ -81,6 +85,8 @@ class JobLoop:
     phase: str | None = None
     log: logging.LoggerAdapter = field(init=False)
     backend: KubeBackend = field(init=False)
+    _nudge: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
+    _nudged_at: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = job_logger(self.namespace, self.name)
@@ -88,9 +94,25 @@ class JobLoop:
                                    workloads=self.workloads, kueue_served=self.kueue)
 
     def wake(self) -> None:
+        if self._nudge is not None:
+            self._nudge.cancel()
+            self._nudge = None
         if not self.wakeup.is_set():
-            self.woken_at = time.monotonic()
+            self.woken_at = self._nudged_at or time.monotonic()
+            self._nudged_at = None
             self.wakeup.set()
+
+    def nudge(self) -> None:
+        """A pod made progress: reconcile within PROGRESS_DELAY_SECONDS, with whatever else arrives
+        meanwhile (a wake() meanwhile reconciles at once)."""
+        if self.wakeup.is_set() or self._nudge is not None:
+            return
+        self._nudged_at = time.monotonic()
+        self._nudge = asyncio.get_running_loop().call_later(PROGRESS_DELAY_SECONDS, self._nudged)
+
+    def _nudged(self) -> None:
+        self._nudge = None
+        self.wake()
 
     def next_wait(self) -> float:
         """Seconds until the next reconcile without an event: the plan's wake-up, and never longer
@@ -270,6 +292,8 @@ class Loops:
         if loop is not None:
             if loop.task is not None:
                 loop.task.cancel()
+            if loop._nudge is not None:
+                loop._nudge.cancel()
             loop.set_phase(None)
 
     def stop_all(self) -> None:
