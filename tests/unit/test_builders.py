@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from trainyard.engine import Launch
 from trainyard.kube.manifests import checkpoint_claim, headless_service, worker_pod
 
@@ -199,3 +201,15 @@ def test_worker_fqdn_is_absolute_in_the_given_cluster_domain():
     from trainyard.api.names import worker_fqdn
     assert worker_fqdn("demo", "ml", 2, 0) == "demo-2-0.demo.ml.svc.cluster.local."
     assert worker_fqdn("demo", "ml", 2, 1, cluster_domain="corp.example.") == "demo-2-1.demo.ml.svc.corp.example."
+
+
+def test_a_tensorflow_worker_gets_tf_config_naming_every_worker_of_its_gang():
+    job = make_job({"runtime": "tensorflow", "workers": 3, "rendezvous": {"port": 2222, "joinTimeoutSeconds": 120}})
+    pod = worker_pod(job, Launch("demo-4-1", 1, 4, 4))
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert json.loads(env["TF_CONFIG"]) == {
+        "cluster": {"worker": [f"demo-4-{i}.demo.ml.svc.cluster.local.:2222" for i in range(3)]},
+        "task": {"type": "worker", "index": 1}}
+    assert (env["TRAINYARD_RUNTIME"], env["TRAINYARD_JOIN_TIMEOUT_SECONDS"]) == ("tensorflow", "120")
+    assert not [k for k in env if k.startswith("PET_") or k in ("MASTER_ADDR", "WORLD_SIZE", "RANK")]
+    assert (env["TRAINYARD_WORKER_INDEX"], env["TRAINYARD_ATTEMPT"]) == ("1", "4")

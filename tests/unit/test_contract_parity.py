@@ -23,7 +23,7 @@ from .conftest import make_job
 
 def test_env_names_agree():
     names = ("ENV_JOB_NAME", "ENV_WORKER_INDEX", "ENV_ATTEMPT", "ENV_CHECKPOINT_DIR", "ENV_HEARTBEAT_FILE",
-             "ENV_PROGRESS_DEADLINE")
+             "ENV_PROGRESS_DEADLINE", "ENV_RUNTIME", "ENV_JOIN_TIMEOUT", "TF_CONFIG")
     assert {n: getattr(trainer, n) for n in names} == {n: getattr(operator, n) for n in names}
     assert (heartbeat.ENV_FILE, heartbeat.ENV_DEADLINE) == (operator.ENV_HEARTBEAT_FILE, operator.ENV_PROGRESS_DEADLINE)
 
@@ -31,11 +31,13 @@ def test_env_names_agree():
 def test_every_trainer_name_the_operator_sets_is_one_the_trainer_reads():
     from trainyard.engine import Launch
 
-    job = make_job({"runPolicy": {"progressDeadlineSeconds": 60}})
-    env = worker_env(job, Launch("demo-0-0", 0, 0, 0), "h", 29400, "/ckpt", "/hb")
-    ours = {e["name"] for e in env if e["name"].startswith("TRAINYARD_")}
-    assert ours == set(operator.TRAINER_ENV_NAMES)
-    assert all(operator.is_reserved_env(n) for n in ours)
+    seen: set[str] = set()
+    for runtime in ("torchrun", "tensorflow"):
+        job = make_job({"runtime": runtime, "runPolicy": {"progressDeadlineSeconds": 60}})
+        env = worker_env(job, Launch("demo-0-0", 0, 0, 0), "h", 29400, "/ckpt", "/hb", ["h:29400", "g:29400"])
+        seen |= {e["name"] for e in env if e["name"].startswith("TRAINYARD_")}
+        assert all(operator.is_reserved_env(e["name"]) for e in env)
+    assert seen == set(operator.TRAINER_ENV_NAMES)
 
 
 def test_the_peer_lost_exit_code_agrees():

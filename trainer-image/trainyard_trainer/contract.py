@@ -8,6 +8,9 @@ ENV_ATTEMPT = "TRAINYARD_ATTEMPT"
 ENV_CHECKPOINT_DIR = "TRAINYARD_CHECKPOINT_DIR"
 ENV_HEARTBEAT_FILE = "TRAINYARD_HEARTBEAT_FILE"
 ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
+ENV_RUNTIME = "TRAINYARD_RUNTIME"  # "tensorflow": run the script itself, no torchrun
+ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+TF_CONFIG = "TF_CONFIG"
 
 # The launcher's exit code when the watchdog finds no training progress (the operator's reason
 # Hung), after a line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.

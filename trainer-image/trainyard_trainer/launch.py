@@ -50,12 +50,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from . import contract
 from .contract import HUNG_EXIT_CODE, HUNG_MESSAGE_PREFIX, PEER_LOST_EXIT_CODE
 from .heartbeat import ENV_DEADLINE, ENV_FILE, touch
 
 DEFAULT_JOIN_TIMEOUT = 600.0
-ENV_RUNTIME = "TRAINYARD_RUNTIME"
-ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+ENV_RUNTIME = contract.ENV_RUNTIME
+ENV_JOIN_TIMEOUT = contract.ENV_JOIN_TIMEOUT
 RUNTIMES = ("torchrun", "tensorflow")
 # Both overridable from the environment (tests, or a pod with a custom terminationMessagePath).
 TERMINATION_LOG = os.environ.get("TRAINYARD_TERMINATION_LOG", "/dev/termination-log")
@@ -166,7 +167,7 @@ class LaunchConfig:
         else:
             join_timeout = float(env.get(ENV_JOIN_TIMEOUT) or DEFAULT_JOIN_TIMEOUT)
             ep = None
-            peers = parse_tf_config_hosts(env.get("TF_CONFIG"))
+            peers = parse_tf_config_hosts(env.get(contract.TF_CONFIG))
         hb = env.get(ENV_FILE) or None
         deadline_raw = env.get(ENV_DEADLINE)
         deadline = float(deadline_raw) if deadline_raw else None

@@ -24,8 +24,14 @@ ENV_CHECKPOINT_DIR = "TRAINYARD_CHECKPOINT_DIR"
 ENV_HEARTBEAT_FILE = "TRAINYARD_HEARTBEAT_FILE"
 ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
 
+# spec.runtime tensorflow: trainyard-launch runs the script itself (no torchrun) once every
+# TF_CONFIG host resolves, waiting up to the join timeout.
+ENV_RUNTIME = "TRAINYARD_RUNTIME"
+ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+TF_CONFIG = "TF_CONFIG"
+
 TRAINER_ENV_NAMES = (ENV_JOB_NAME, ENV_WORKER_INDEX, ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_HEARTBEAT_FILE,
-                     ENV_PROGRESS_DEADLINE)
+                     ENV_PROGRESS_DEADLINE, ENV_RUNTIME, ENV_JOIN_TIMEOUT)
 
 # -- what torch.distributed's env:// initialisation reads. Every worker gets them (engine/env.py
 # says which values and why), as PyTorchJob sets them, so a plain `python train.py` that calls
@@ -37,7 +43,7 @@ RANK = "RANK"
 
 # -- names a user may not set (in any container, init container or envFrom prefix): Trainyard
 # sets them, and a second value would split or break the rendezvous.
-RESERVED_ENV_NAMES = (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK)
+RESERVED_ENV_NAMES = (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, TF_CONFIG)
 RESERVED_ENV_PREFIXES = ("PET_", "TRAINYARD_")
 
 # trainyard-launch exits with this code when its heartbeat goes stale (reason Hung), after a

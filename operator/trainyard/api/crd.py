@@ -124,6 +124,8 @@ ROOT_RULES = [
                           "every worker mounts the claim it names"),
     _frozen_while_running("spec.elastic", _same_optional("spec.elastic"),
                           "every worker's PET_NNODES comes from it"),
+    _frozen_while_running("spec.runtime", _same_optional("spec.runtime"),
+                          "every worker was started by it"),
     # `kubectl scale` of a fixed-size job: new workers would get PET_NNODES=N:N for another N.
     cel(
         f"{_NOT_RUNNING} || has(self.spec.elastic) || "

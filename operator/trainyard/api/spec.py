@@ -19,6 +19,11 @@ MAX_DURATION_SECONDS = 365 * 86400
 MAX_WORKERS = 100000
 
 
+class Runtime(StrEnum):
+    TORCHRUN = "torchrun"
+    TENSORFLOW = "tensorflow"
+
+
 class RestartPolicy(StrEnum):
     NEVER = "Never"
     ON_FAILURE = "OnFailure"
@@ -277,6 +282,21 @@ class DistributedTrainingJobSpec(Model):
                     ".failurePolicy.restartScope",
                 ),
                 cel(
+                    "!has(self.runtime) || self.runtime != 'tensorflow' || (!has(self.elastic) && "
+                    "(!has(self.procsPerWorker) || self.procsPerWorker == 1))",
+                    "spec.runtime tensorflow runs one fixed-size MultiWorkerMirroredStrategy group: one process per "
+                    "worker (procsPerWorker 1) and no spec.elastic",
+                    ".runtime",
+                ),
+                cel(
+                    "!has(self.runtime) || self.runtime != 'tensorflow' || !has(self.failurePolicy) || "
+                    "((!has(self.failurePolicy.restartScope) || self.failurePolicy.restartScope == 'Gang') && "
+                    "(!has(self.failurePolicy.inPlaceRestarts) || self.failurePolicy.inPlaceRestarts == 0))",
+                    "spec.runtime tensorflow recovers by gang restarts only: MultiWorkerMirroredStrategy cannot take "
+                    "a replacement worker nor restart one in place (restartScope Gang, inPlaceRestarts 0)",
+                    ".failurePolicy",
+                ),
+                cel(
                     "!has(self.failurePolicy) || !has(self.failurePolicy.restartScope) || "
                     "self.failurePolicy.restartScope != 'Worker' || "
                     "(has(self.failurePolicy.inPlaceRestarts) && self.failurePolicy.inPlaceRestarts >= 1)",
@@ -287,6 +307,15 @@ class DistributedTrainingJobSpec(Model):
                 ),
             ]
         }
+    )
+    runtime: Runtime = Field(
+        Runtime.TORCHRUN,
+        description=(
+            "What runs in each worker. torchrun (default): trainyard-launch starts torchrun with the PET_* "
+            "rendezvous. tensorflow: trainyard-launch starts the script itself with TF_CONFIG listing every worker "
+            "(MultiWorkerMirroredStrategy), one process per worker, gang restarts only. Horovod is not supported: "
+            "migrate to torchrun (docs/frameworks.md). Changes only while the job is Suspended."
+        ),
     )
     workers: int | None = Field(
         None, ge=1, le=MAX_WORKERS,

@@ -20,9 +20,13 @@ torchrun sets all four again for each process it starts, so they never reach a t
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from ..api import DistributedTrainingJob, RestartScope
 from ..api import contract as C
 from ..api.names import rendezvous_id
+from ..api.spec import Runtime
 from .plan import Launch
 
 
@@ -58,18 +62,36 @@ def distributed_env(job: DistributedTrainingJob, launch: Launch, master_host: st
     return env + [(C.WORLD_SIZE, sentence), (C.RANK, sentence)]
 
 
+def tf_config(peers: Sequence[str], index: int) -> str:
+    """MultiWorkerMirroredStrategy's cluster: every worker's host:port in index order, and this one."""
+    return json.dumps({"cluster": {"worker": list(peers)}, "task": {"type": "worker", "index": index}},
+                      separators=(",", ":"))
+
+
 def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, port: int,
-               checkpoint_dir: str | None, heartbeat_file: str | None = None) -> list[dict[str, str]]:
+               checkpoint_dir: str | None, heartbeat_file: str | None = None,
+               peers: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """`endpoint_host:port`: worker 0's rendezvous store (torchrun); `peers`: host:port of every
+    worker of the gang, by index (tensorflow: its TF_CONFIG)."""
     spec = job.spec
-    env = [
-        (C.PET_NNODES, spec.nnodes),
-        (C.PET_NPROC_PER_NODE, str(spec.procs_per_worker)),
-        (C.PET_RDZV_BACKEND, "c10d"),
-        (C.PET_RDZV_ENDPOINT, f"{endpoint_host}:{port}"),
-        (C.PET_RDZV_ID, rendezvous_id(job.metadata.uid, launch.rendezvous_attempt)),
-        (C.PET_RDZV_CONF, rendezvous_conf(job, launch.index == 0)),
-        (C.PET_MAX_RESTARTS, str(spec.failure_policy.in_place_restarts)),
-        *distributed_env(job, launch, endpoint_host, port),
+    if spec.runtime == Runtime.TENSORFLOW:
+        env = [
+            (C.ENV_RUNTIME, Runtime.TENSORFLOW.value),
+            (C.ENV_JOIN_TIMEOUT, str(spec.rendezvous.join_timeout_seconds)),
+            (C.TF_CONFIG, tf_config(peers or [f"{endpoint_host}:{port}"], launch.index)),
+        ]
+    else:
+        env = [
+            (C.PET_NNODES, spec.nnodes),
+            (C.PET_NPROC_PER_NODE, str(spec.procs_per_worker)),
+            (C.PET_RDZV_BACKEND, "c10d"),
+            (C.PET_RDZV_ENDPOINT, f"{endpoint_host}:{port}"),
+            (C.PET_RDZV_ID, rendezvous_id(job.metadata.uid, launch.rendezvous_attempt)),
+            (C.PET_RDZV_CONF, rendezvous_conf(job, launch.index == 0)),
+            (C.PET_MAX_RESTARTS, str(spec.failure_policy.in_place_restarts)),
+            *distributed_env(job, launch, endpoint_host, port),
+        ]
+    env += [
         (C.ENV_JOB_NAME, job.metadata.name),
         (C.ENV_WORKER_INDEX, str(launch.index)),
         (C.ENV_ATTEMPT, str(launch.attempt)),

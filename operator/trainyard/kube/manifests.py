@@ -20,6 +20,7 @@ from ..api.names import (
     worker_fqdn,
     worker_name,
 )
+from ..api.spec import Runtime
 from ..engine.env import worker_env
 from ..engine.plan import Launch
 
@@ -85,6 +86,10 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
     pod_spec: dict[str, Any] = template["spec"]
     name = worker_name(meta.name, launch.attempt, launch.index)
     endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0)
+    port = spec.rendezvous.port
+    # Every worker of the gang, by index (a tensorflow job's TF_CONFIG); all of one attempt.
+    peers = [f"{worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, i)}:{port}"
+             for i in range(spec.desired_workers)] if spec.runtime == Runtime.TENSORFLOW else None
     ckpt = spec.checkpoint
 
     deadline = spec.run_policy.progress_deadline_seconds
@@ -92,8 +97,8 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch) -> dict[str, Any]:
         if c.get("name") != TRAINER_CONTAINER:
             continue
         # Ours first, so the user's env can refer to them as $(PET_RDZV_ID) and the like.
-        c["env"] = worker_env(job, launch, endpoint, spec.rendezvous.port, ckpt.mount_path if ckpt else None,
-                              HEARTBEAT_FILE if deadline else None) + (c.get("env") or [])
+        c["env"] = worker_env(job, launch, endpoint, port, ckpt.mount_path if ckpt else None,
+                              HEARTBEAT_FILE if deadline else None, peers) + (c.get("env") or [])
         mounts = list(c.get("volumeMounts") or [])
         if ckpt:
             mounts.append({"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path})

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from ..api import DistributedTrainingJob, contract, progress, trainer_container
+from ..api.spec import Runtime
 from ..api.template import TRAINER_CONTAINER
 from ..engine.backend import Applied
 from ..engine.env import worker_env
@@ -104,7 +105,7 @@ class LocalBackend:
         self.workers: dict[str, LocalWorker] = {}  # current and finished, until deleted
         self.refused: dict[str, tuple[Launch, Refusal]] = {}  # workers whose process could not start
         self.stopping: list[tuple[LocalWorker, float]] = []
-        self.ports: dict[int, int] = {}  # rendezvous attempt -> port: a fresh one per gang
+        self.ports: dict[int, list[int]] = {}  # rendezvous attempt -> its ports: fresh ones per gang
 
     # -- the backend contract
     def observe(self, job: DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -149,8 +150,11 @@ class LocalBackend:
         return argv
 
     def env(self, job: DistributedTrainingJob, launch: Launch, heartbeat: Path) -> dict[str, str]:
-        port = self.ports.setdefault(launch.rendezvous_attempt, free_port())
-        ours = worker_env(job, launch, "127.0.0.1", port, str(self.checkpoint_dir), str(heartbeat))
+        # A fresh port per gang (tensorflow: one per worker, all on this machine's loopback).
+        count = job.spec.desired_workers if job.spec.runtime == Runtime.TENSORFLOW else 1
+        ports = self.ports.setdefault(launch.rendezvous_attempt, [free_port() for _ in range(count)])
+        peers = [f"127.0.0.1:{p}" for p in ports] if count > 1 or job.spec.runtime == Runtime.TENSORFLOW else None
+        ours = worker_env(job, launch, "127.0.0.1", ports[0], str(self.checkpoint_dir), str(heartbeat), peers)
         env = container_env(trainer_container(job.spec.template) or {})
         env.update({e["name"]: e["value"] for e in ours})
         env.setdefault("PYTHONUNBUFFERED", "1")
