@@ -42,6 +42,9 @@ def _tf_missing() -> str | None:
 
 
 _missing = _tf_missing()
+if _missing and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    # make test installs tensorflow-cpu (trainer-image[tensorflow]): in CI its absence is a failure
+    pytest.fail(f"tensorflow runtime cannot be tested in CI: {_missing}", pytrace=False)
 if _missing:
     pytest.skip(f"TENSORFLOW RUNTIME NOT TESTED: {_missing} (pip install tensorflow-cpu==2.21.0 scikit-learn, "
                 "or set TRAINYARD_TF_PYTHON)", allow_module_level=True)

@@ -69,6 +69,7 @@ def test_worker_pod_is_exact():
                      {"name": "WORLD_SIZE", "value": TORCHRUN_ONLY},
                      {"name": "RANK", "value": TORCHRUN_ONLY},
                      {"name": "TRAINYARD_JOB_NAME", "value": "demo"},
+                     {"name": "TRAINYARD_JOB_UID", "value": UID},
                      {"name": "TRAINYARD_WORKER_INDEX", "value": "2"},
                      {"name": "TRAINYARD_ATTEMPT", "value": "3"},
                      {"name": "TRAINYARD_CHECKPOINT_DIR", "value": "/checkpoints"},

@@ -3,6 +3,7 @@ code it reports a hang with. The operator package keeps its own copy (`trainyard
 this package must install without it. A parity test keeps the two equal."""
 
 ENV_JOB_NAME = "TRAINYARD_JOB_NAME"
+ENV_JOB_UID = "TRAINYARD_JOB_UID"  # checkpoints name the job that wrote them (fencing)
 ENV_WORKER_INDEX = "TRAINYARD_WORKER_INDEX"
 ENV_ATTEMPT = "TRAINYARD_ATTEMPT"
 ENV_CHECKPOINT_DIR = "TRAINYARD_CHECKPOINT_DIR"

@@ -93,6 +93,7 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, 
         ]
     env += [
         (C.ENV_JOB_NAME, job.metadata.name),
+        (C.ENV_JOB_UID, job.metadata.uid),
         (C.ENV_WORKER_INDEX, str(launch.index)),
         (C.ENV_ATTEMPT, str(launch.attempt)),
     ]
