@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import tier_unavailable
+
 from ..support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +36,6 @@ BIN = CACHE / "bin" / "current"
 LOGS = CACHE / "logs"
 NODE_NAME = "trainyard-node"
 STORAGE_CLASS = "trainyard-local"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Cold: the control plane (~8 min), kubelet, CoreDNS and crictl (~10 min), the images (~10 min).
 BUILD_TIMEOUT = 3600
 
@@ -49,11 +50,7 @@ def pytest_collection_modifyitems(items):
 
 
 def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"node tier cannot run in CI: {why}", pytrace=False)
-    line = f"SKIPPING THE NODE TIER: {why}"
-    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
-    pytest.skip(line)
+    tier_unavailable("node", why)
 
 
 def _step(what: str, cmd: list[str], timeout: float) -> str:
