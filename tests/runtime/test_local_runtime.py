@@ -70,6 +70,7 @@ def test_workers_get_the_operators_env_with_a_local_rendezvous(tmp_path):
     assert {k: v for k, v in env0.items() if k not in ("PET_RDZV_ENDPOINT", "TRAINYARD_HEARTBEAT_FILE")} == {
         "PET_NNODES": "2:2", "PET_NPROC_PER_NODE": "1", "PET_RDZV_BACKEND": "c10d", "PET_RDZV_ID": f"{uid}-0",
         "PET_RDZV_CONF": "join_timeout=600,is_host=true", "PET_MAX_RESTARTS": "0", "TRAINYARD_JOB_NAME": "tiny",
+        "TRAINYARD_JOB_UID": uid,
         "TRAINYARD_WORKER_INDEX": "0", "TRAINYARD_ATTEMPT": "0", "TRAINYARD_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
         "TRAINYARD_PROGRESS_DEADLINE_SECONDS": "60"}
     assert env1["PET_RDZV_CONF"] == "join_timeout=600,is_host=false"
