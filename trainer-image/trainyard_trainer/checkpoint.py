@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from . import progress
 from .contract import ENV_ATTEMPT
 
 log = logging.getLogger("trainyard.checkpoint")
@@ -193,6 +194,12 @@ class Entry:
         except (OSError, ValueError, AttributeError):
             return None
         return int(value) if isinstance(value, int) else None
+
+
+def _report_checkpoint(step: int) -> None:
+    """status.progress.lastCheckpointStep: the checkpoint is durable now (rank 0's reporter sends it)."""
+    with contextlib.suppress(Exception):
+        progress.checkpointed(step)
 
 
 def _env_attempt() -> int | None:
@@ -393,6 +400,7 @@ class Checkpointer:
             os.replace(tmp, path)
             _atomic_write_bytes(manifest, lambda f: f.write(payload))
             fsync_dir(self.directory)
+        _report_checkpoint(step)
         self._prune(step)
 
     @contextlib.contextmanager
@@ -632,6 +640,7 @@ class Checkpointer:
                 shutil.rmtree(final)
             os.replace(partial, final)
             fsync_dir(self.directory)
+        _report_checkpoint(step)
         self._prune_dcp(step)
 
     def _wait_dcp(self) -> None:
