@@ -749,5 +749,6 @@ def test_notebook_is_valid_json_with_the_same_steps():
     nb = json.loads((REPO / "examples/notebook/submit_and_plot.ipynb").read_text())
     assert nb["nbformat"] == 4
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    for name in ("TrainyardClient", "Job.from_yaml", "client.wait", "parse_progress", "plot_loss"):
+    # executed for real with a kernel: tests/runtime/test_notebook.py
+    for name in ("LocalClient", "TrainyardClient", "client.submit", "client.wait", "client.progress", "plot_loss"):
         assert name in code
