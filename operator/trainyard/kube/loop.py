@@ -80,6 +80,7 @@ class JobLoop:
     phase: str | None = None
     lease_seen: tuple = ()  # what the last lease event that woke the loop said (lease_changed)
     lease_woken_at: float = 0.0
+    lease_timer: asyncio.TimerHandle | None = None
     log: logging.LoggerAdapter = field(init=False)
     backend: KubeBackend = field(init=False)
 
@@ -97,8 +98,18 @@ class JobLoop:
         seen = (r.attempt if r else None, r.training if r else None, lease.launcher)
         now = time.monotonic()
         if seen != self.lease_seen or now - self.lease_woken_at >= PROGRESS_WRITE_SECONDS:
-            self.lease_seen, self.lease_woken_at = seen, now
-            self.wake()
+            self.lease_seen = seen
+            self._lease_wake()
+        elif self.lease_timer is None:  # held back: the newest report is looked at when it may be written
+            delay = self.lease_woken_at + PROGRESS_WRITE_SECONDS - now
+            self.lease_timer = asyncio.get_running_loop().call_later(delay, self._lease_wake)
+
+    def _lease_wake(self) -> None:
+        if self.lease_timer is not None:
+            self.lease_timer.cancel()
+            self.lease_timer = None
+        self.lease_woken_at = time.monotonic()
+        self.wake()
 
     def wake(self) -> None:
         if not self.wakeup.is_set():
