@@ -26,6 +26,7 @@ STARTING = "starting"
 TRAINING = "training"
 
 _last_beat = 0.0
+_last_check = 0.0  # when beat() last looked at the environment and the file
 _state: str | None = None  # what this process last wrote (None: nothing yet)
 
 
@@ -85,11 +86,14 @@ def beat(min_interval: float = 1.0) -> bool:
     Never raises: a heartbeat that cannot be written must not kill training (the watchdog will
     then report the job as hung, which names the problem).
     """
-    global _last_beat, _state
+    global _last_beat, _last_check, _state
+    now = time.monotonic()
+    if _state != STARTING and now - _last_check < min_interval:
+        return False  # the hot path: nothing to do more than once per interval
+    _last_check = now
     path = heartbeat_path()
     if not path:
         return False
-    now = time.monotonic()
     try:
         if _state != TRAINING:  # this process's first step (since its start): the steady deadline from now on
             mark(path, TRAINING)
@@ -106,6 +110,6 @@ def beat(min_interval: float = 1.0) -> bool:
 
 def reset() -> None:
     """Forget the rate limit and the state (for tests)."""
-    global _last_beat, _state
-    _last_beat = 0.0
+    global _last_beat, _last_check, _state
+    _last_beat = _last_check = 0.0
     _state = None
