@@ -21,7 +21,6 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import yaml
 
 from .conftest import OPERATOR_NS, REPO, Node, operator_pod, wait_for
