@@ -7,6 +7,7 @@ trains for real with torch and gloo.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -295,3 +296,36 @@ def test_the_live_view_prints_event_messages_as_written(tmp_path):
     view.event(Event("Warning", "WorkerFailed", "container [trainer] of [bold]pod[/bold] exited"))
     view.console.print(view.render(runner))
     assert "container [trainer] of [bold]pod[/bold] exited" in Text.from_ansi(out.getvalue()).plain
+
+
+def test_the_live_view_shows_a_progress_bar_with_step_total_and_eta(tmp_path):
+    """The view reads rank 0's newest report (the Lease's stand-in), unthrottled, as status.progress says it."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainyard.local.view import View
+
+    path = write_job(tmp_path, """
+        import time
+        from trainyard_trainer import progress
+        progress.start(0, total_steps=40)
+        for i in range(1, 41):
+            progress.report(i, loss=1.0 / i, samples=8); time.sleep(0.1)
+        progress.flush()
+    """, workers=1, runPolicy={"progressDeadlineSeconds": 5})  # reports every second
+    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", tick=0.05)
+    (tmp_path / "ckpt").mkdir()
+    view = View(Console(file=StringIO(), force_terminal=True, width=200))
+    frames: list[str] = []
+
+    def frame() -> None:
+        out = StringIO()
+        Console(file=out, width=200).print(view.render(runner))
+        frames.append(out.getvalue())
+
+    runner.run(between=frame)
+    bars = [f for f in frames if re.search(r"█+░* step \d+/40 \(\d+(\.\d)?%\), ETA \d+s", f)]
+    assert bars, frames[-3:]
+    steps = {int(m.group(1)) for f in bars for m in [re.search(r"step (\d+)/40", f)]}
+    assert len(steps) >= 2  # it moved while the job ran
