@@ -36,6 +36,7 @@ from .manifests import (
 from .nodes import NodeState
 
 SERVICE, CLAIM = "Service", "PersistentVolumeClaim"
+PROGRESS_KINDS = ("Lease", "Role", "RoleBinding")
 CLAIM_LOOKUP_SECONDS = 10.0  # how often a pending claim's state and latest warning are read
 
 
@@ -148,11 +149,10 @@ class KubeBackend:
             outcome = Applied.RETRY_SOON
 
         refused = self._create(job, plan)
-        if plan.ensure_children:  # a gang starts (even one a refusal holds back: the next decision may not say so)
-            self._progress_children(job, plan.status.rendezvous_attempt)
         if refused:
+            if plan.ensure_children:  # a gang starts, held back by a refusal: the next decision may not say so
+                self._progress_children(job)
             return Applied.DECIDE_AGAIN
-        self._publish_rendezvous(job, plan)
 
         new_status = status_body(plan.status)
         if new_status != status_body(job.status):
@@ -162,6 +162,10 @@ class KubeBackend:
         if plan.delete_job:
             client.delete_job(meta.namespace, meta.name)
         self.expectations.forget_before(plan.status.rendezvous_attempt)
+        # Progress reporting, after the status: never in the way of a decision's own writes.
+        if plan.ensure_children:
+            self._progress_children(job)
+        self._publish_rendezvous(job, plan)
         return outcome
 
     def _create(self, job: api.DistributedTrainingJob, plan: Plan) -> bool:
@@ -208,14 +212,17 @@ class KubeBackend:
         return any_refused
 
     # -- progress reports (the job's Lease; kube.leases, api.contract): best effort, never a refusal
-    def _progress_children(self, job: api.DistributedTrainingJob, rendezvous_attempt: int) -> None:
+    def _progress_children(self, job: api.DistributedTrainingJob) -> None:
         """The Lease, and the Role and RoleBinding that let the job's ServiceAccount get and patch it,
-        once per gang (each gang's workers report into the same Lease). A refusal is a warning:
-        without them the job still trains, the engine judges no hang (it sees no report) and
-        trainyard-launch's watchdog remains."""
+        at a gang's start (every gang's workers report into the same Lease): made once, and again
+        only when the Lease is not to be seen (someone deleted it, or an operator before this one
+        made none). A refusal is a warning: without them the job still trains, the engine judges no
+        hang (it sees no report of the gang) and trainyard-launch's watchdog remains."""
+        if self._lease(job) is None:
+            self.made = {k for k in self.made if k[0] not in PROGRESS_KINDS}
         for build in (progress_lease, progress_role, progress_role_binding):
             manifest = build(job)
-            key = (manifest["kind"], rendezvous_attempt)
+            key = (manifest["kind"], -1)
             if key in self.made:
                 continue
             try:
