@@ -165,3 +165,32 @@ def ns(node: Node) -> Iterator[str]:
     wait_for(lambda: node.get("serviceaccount", "default", name), 60, f"default ServiceAccount in {name}")
     yield name
     node.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+OPERATOR_NS = "trainyard-system"
+SELECTOR = "app.kubernetes.io/name=trainyard,app.kubernetes.io/instance=trainyard"
+
+
+@pytest.fixture(scope="session")
+def chart(node: Node) -> Iterator[Node]:
+    """helm upgrade --install with the chart's default values: the image is the chart's default
+    (trainyard/operator:<appVersion>, IfNotPresent), imported into the node's containerd."""
+    r = subprocess.run([node.helm, "upgrade", "--install", "trainyard", str(REPO / "charts" / "trainyard"),
+                        "--namespace", OPERATOR_NS, "--create-namespace", "--kubeconfig", node.kubeconfig,
+                        "--wait", "--timeout", "300s"], text=True, capture_output=True, timeout=400)
+    if r.returncode != 0:
+        raise AssertionError(f"helm install failed:\n{r.stderr}\n{node.diagnostics(OPERATOR_NS)}")
+    # helm installs a chart's CRD only once; make sure this run's CRD is the one being tested.
+    node.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                 str(REPO / "crds" / "trainyard.dev_distributedtrainingjobs.yaml"))
+    node.kubectl("wait", "--for=condition=Available", "--timeout=180s", "-n", OPERATOR_NS, "deployment/trainyard")
+    yield node
+    subprocess.run([node.helm, "uninstall", "trainyard", "--namespace", OPERATOR_NS, "--kubeconfig", node.kubeconfig,
+                    "--wait", "--timeout", "120s"], capture_output=True, timeout=180)
+
+
+def operator_pod(node: Node) -> dict:
+    pods = [p for p in yaml.safe_load(node.kubectl("get", "pods", "-n", OPERATOR_NS, "-l", SELECTOR, "-o", "json").stdout)
+            ["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]

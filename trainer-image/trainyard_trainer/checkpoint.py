@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from . import progress
 from .contract import ENV_ATTEMPT, ENV_JOB_UID
 
 log = logging.getLogger("trainyard.checkpoint")
@@ -206,6 +207,12 @@ class Entry:
         """The uid of the job that wrote it (None: not recorded)."""
         value = self._meta().get("job")
         return value if isinstance(value, str) and value else None
+
+
+def _report_checkpoint(step: int) -> None:
+    """status.progress.lastCheckpointStep: the checkpoint is durable now (rank 0's reporter sends it)."""
+    with contextlib.suppress(Exception):
+        progress.checkpointed(step)
 
 
 def _env_attempt() -> int | None:
@@ -423,6 +430,7 @@ class Checkpointer:
             os.replace(tmp, path)
             _atomic_write_bytes(manifest, lambda f: f.write(payload))
             fsync_dir(self.directory)
+        _report_checkpoint(step)
         self._prune(step)
 
     @contextlib.contextmanager
@@ -664,6 +672,7 @@ class Checkpointer:
                 shutil.rmtree(final)
             os.replace(partial, final)
             fsync_dir(self.directory)
+        _report_checkpoint(step)
         self._prune_dcp(step)
 
     def _wait_dcp(self) -> None:

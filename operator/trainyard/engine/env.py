@@ -29,6 +29,19 @@ from ..api.names import rendezvous_id
 from ..api.spec import Runtime
 from .plan import Launch
 
+# trainyard-launch's watchdog is the backstop of the engine's hang detection (for when the operator
+# is down): it fires this long after the engine would have.
+LAUNCHER_BACKSTOP_SECONDS = 30
+
+
+def report_interval(job: DistributedTrainingJob) -> int:
+    """How often rank 0 sends at most: 10 s, or a fifth of a shorter progress deadline (at least 1 s),
+    so that the deadline always spans several reports."""
+    deadline = job.spec.run_policy.progress_deadline_seconds
+    if deadline is None:
+        return C.PROGRESS_INTERVAL_SECONDS
+    return max(1, min(C.PROGRESS_INTERVAL_SECONDS, deadline // 5))
+
 
 def rendezvous_conf(job: DistributedTrainingJob, is_host: bool) -> str:
     rdzv = job.spec.rendezvous
@@ -70,9 +83,11 @@ def tf_config(peers: Sequence[str], index: int) -> str:
 
 def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, port: int,
                checkpoint_dir: str | None, heartbeat_file: str | None = None,
-               peers: Sequence[str] | None = None) -> list[dict[str, str]]:
+               peers: Sequence[str] | None = None, *, progress_lease: str | None = None,
+               progress_dir: str | None = None) -> list[dict[str, str]]:
     """`endpoint_host:port`: worker 0's rendezvous store (torchrun); `peers`: host:port of every
-    worker of the gang, by index (tensorflow: its TF_CONFIG)."""
+    worker of the gang, by index (tensorflow: its TF_CONFIG). `progress_lease` ("<namespace>/<name>",
+    Kubernetes) or `progress_dir` (the local runtime's stand-in) is where rank 0 reports its progress."""
     spec = job.spec
     if spec.runtime == Runtime.TENSORFLOW:
         env = [
@@ -103,8 +118,16 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, 
         # A replacement joins the survivors' rendezvous; torch 2.13's agents share its TCP store with
         # the workers and then wait on a key the replacement never writes (pytorch#135712, #147064).
         env.append(("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"))
-    deadline = spec.run_policy.progress_deadline_seconds
-    if deadline is not None and heartbeat_file is not None:
+    if progress_lease is not None:
+        env.append((C.ENV_PROGRESS_LEASE, progress_lease))
+    if progress_dir is not None:
+        env.append((C.ENV_PROGRESS_DIR, progress_dir))
+    if progress_lease is not None or progress_dir is not None:
+        env.append((C.ENV_PROGRESS_INTERVAL, str(report_interval(job))))
+    deadline, budget = spec.run_policy.progress_deadline_seconds, spec.run_policy.first_progress_budget
+    if deadline is not None and budget is not None and heartbeat_file is not None:
+        # The launcher's watchdog is the backstop: it fires LAUNCHER_BACKSTOP_SECONDS after the engine would.
         env.append((C.ENV_HEARTBEAT_FILE, heartbeat_file))
-        env.append((C.ENV_PROGRESS_DEADLINE, str(deadline)))
+        env.append((C.ENV_PROGRESS_DEADLINE, str(deadline + LAUNCHER_BACKSTOP_SECONDS)))
+        env.append((C.ENV_FIRST_PROGRESS_DEADLINE, str(budget + LAUNCHER_BACKSTOP_SECONDS)))
     return [{"name": k, "value": v} for k, v in env]
