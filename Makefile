@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml trainer-image/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e 'trainer-image[examples]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e 'trainer-image[examples,tensorflow]'
 	touch $@
 
 crds: setup

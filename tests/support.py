@@ -3,10 +3,14 @@ hope, and a free loopback port."""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -28,3 +32,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def tier_unavailable(tier: str, why: str) -> NoReturn:
+    """A tier whose tools or cluster are missing: a failure under CI=true (nothing is silently
+    skipped there), elsewhere a skip announced by a loud line on stderr."""
+    if IN_CI:
+        pytest.fail(f"{tier} tier cannot run in CI: {why}", pytrace=False)
+    line = f"SKIPPING THE {tier.upper()} TIER: {why}"
+    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
+    pytest.skip(line, allow_module_level=True)

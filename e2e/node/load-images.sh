@@ -39,8 +39,21 @@ for ref in "$@"; do
   t0=$SECONDS
   logf="${NODE_LOGS}/load-images.log"
   log "importing ${ref} into containerd (${id:7:12}; log: ${logf})"
+  mark="$(wc -c <"$logf" 2>/dev/null || echo 0)"
   if ! "$DOCKER" save "$ref" | "${CTR[@]}" images import --snapshotter overlayfs - >>"$logf" 2>&1; then
     tail -5 "$logf" >&2
+    failure="$(tail -c +"$(( mark + 1 ))" "$logf")"
+    # A full disk is the machine's to fix. Anything else is containerd's store gone inconsistent
+    # (seen: "parent snapshot ... does not exist" after an import that a full disk killed): once,
+    # take the node down, let up.sh start containerd on an empty store, and import everything again.
+    if [[ "$failure" != *"no space left on device"* && -z "${TRAINYARD_NODE_HEALING:-}" ]]; then
+      log "containerd's store looks inconsistent; resetting it and importing again"
+      touch "${CONTAINERD_RESET}"
+      export TRAINYARD_NODE_HEALING=1
+      "${NODE_DIR}/down.sh" >&2
+      "${NODE_DIR}/up.sh" >&2
+      exec "$0" "$@"
+    fi
     die "importing ${ref} into the node's containerd failed (log: ${logf})"
   fi
   "${CTR[@]}" images label "$cref" "dev.trainyard.docker-id=${id}" >/dev/null

@@ -126,6 +126,12 @@ JSON
 # ---------------------------------------------------------------------------------------------
 # containerd: its own config, root, state and socket (dockerd runs a containerd of its own)
 # ---------------------------------------------------------------------------------------------
+# load-images.sh leaves CONTAINERD_RESET when containerd's store proved inconsistent (a snapshot
+# whose parent is gone, after a full disk or a killed import): the store starts empty again.
+if [[ -e "${CONTAINERD_RESET}" ]] && ! pid_alive containerd; then
+  log "containerd's store was found inconsistent; starting it empty (the images are imported again)"
+  rm -rf "${CONTAINERD_ROOT}" "${CONTAINERD_RESET}"
+fi
 mkdir -p "${CONTAINERD_ROOT}" "${CONTAINERD_STATE}" "${NODE_HOME}/containerd"
 CONTAINERD_CONFIG="${NODE_HOME}/containerd/config.toml"
 cat > "${CONTAINERD_CONFIG}.new" <<TOML

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import tier_unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "trainyard"
 CLUSTER_SCRIPTS = REPO / "e2e" / "cluster"
@@ -27,15 +28,10 @@ CACHE = Path(os.environ.get("TRAINYARD_CACHE", Path.home() / ".cache" / "trainya
 BIN = CACHE / "bin" / "current"
 # Not the cluster tier's "trainyard-test": the two tiers never share a cluster.
 CLUSTER_NAME = os.environ.get("TRAINYARD_CHART_CLUSTER", "trainyard-chart")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"chart tier cannot run in CI: {why}", pytrace=False)
-    line = f"SKIPPING: {why}"
-    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
-    pytest.skip(line)
+    tier_unavailable("chart", why)
 
 
 def _tool(name: str) -> str:

@@ -28,6 +28,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.support import tier_unavailable
+
 from ..support import free_port, wait_for
 from .helpers import Kube
 
@@ -38,7 +40,6 @@ BIN = CACHE / "bin" / "current"
 CLUSTER_NAME = os.environ.get("TRAINYARD_TEST_CLUSTER", "trainyard-test")
 OPERATOR_NS = "trainyard-system"
 OPERATOR_SA = "trainyard"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(items):
@@ -48,11 +49,7 @@ def pytest_collection_modifyitems(items):
 
 
 def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"cluster tier cannot run in CI: {why}", pytrace=False)
-    line = f"SKIPPING THE CLUSTER TIER: {why}"
-    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
-    pytest.skip(line)
+    tier_unavailable("cluster", why)
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -62,16 +62,18 @@ def test_submit_get_describe_delete(kube, ns, operator, cli, tmp_path):
     r = cli("get", "-n", ns)
     assert r.exit_code == 0, r.output
     header, row, *rest = r.stdout.splitlines()
-    assert cells(header) == ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "AGE", "ATTEMPT", "LAST EVENT"]
+    assert cells(header) == ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "STEP", "%", "ETA", "AGE", "ATTEMPT",
+                             "LAST EVENT"]
     row = cells(row)
-    assert row[:5] == ["cli-job", "Running", "2", "2", "0"] and re.fullmatch(r"\d+s", row[5])
-    assert row[6:] == ["0", "AllWorkersRunning: all 2 workers are running"]
+    # no trainer has reported (kwok's pods run nothing): no step, no ETA yet
+    assert row[:8] == ["cli-job", "Running", "2", "2", "0", "-", "-", "-"] and re.fullmatch(r"\d+s", row[8])
+    assert row[9:] == ["0", "AllWorkersRunning: all 2 workers are running"]
     assert rest == []
 
     r = cli("get", "-A")
     header, *rows = r.stdout.splitlines()
-    assert cells(header) == ["NAMESPACE", "NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "AGE", "ATTEMPT",
-                             "LAST EVENT"]
+    assert cells(header) == ["NAMESPACE", "NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "STEP", "%", "ETA", "AGE",
+                             "ATTEMPT", "LAST EVENT"]
     assert [ns, "cli-job", "Running", "2", "2", "0"] in [cells(x)[:6] for x in rows]
 
     obj = json.loads(cli("get", "cli-job", "-n", ns, "-o", "json").stdout)
@@ -158,7 +160,7 @@ def test_suspend_and_resume(kube, ns, operator, cli, tmp_path):
     assert (status["attempt"], status["restarts"]) == (1, 0)
     wait_for(lambda: "JobResumed" in [e for e, _ in kube.events(ns, "cli-sus")], 30, "the JobResumed event")
     row = cells(cli("get", "-n", ns).stdout.splitlines()[1])
-    assert row[:5] == ["cli-sus", "Running", "2", "2", "0"] and row[6] == "1"
+    assert row[:5] == ["cli-sus", "Running", "2", "2", "0"] and row[9] == "1"
     assert cli("describe", "cli-sus", "-n", ns).stdout.count("Suspended") >= 1
 
 

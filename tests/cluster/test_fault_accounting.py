@@ -223,8 +223,8 @@ def test_the_root_cause_is_the_worker_that_broke_the_gang(kube, ns, operator, co
     kube.wait_phase(ns, "rc", "Running")
     kube.finish_pod(ns, "rc-0-1", 87)
     kube.finish_pod(ns, "rc-0-0", code, reason=term_reason)
-    wait_for(lambda: (c := kube.condition(ns, "rc", cond[0])) and c["status"] == "True" and c, 60,
-             f"condition {cond[0]}")
-    c = kube.condition(ns, "rc", cond[0])
+    # the condition as it was when it turned True: a restarted gang sets Restarting back to False soon after
+    c = wait_for(lambda: (c := kube.condition(ns, "rc", cond[0])) and c["status"] == "True" and c, 60,
+                 f"condition {cond[0]}")
     assert (c["type"], c["reason"]) == cond and c["message"].startswith(words), c
     assert kube.status(ns, "rc")["phase"] in (phase, "Restarting")

@@ -77,7 +77,8 @@ def test_kubectl_apply_example_creates_exact_children(kube, ns, installed, opera
         assert reasons == ["WorkersCreated", "AllWorkersRunning"]
 
         out = installed.kubectl_run("get", "dtj", "-n", ns).stdout.splitlines()
-        assert re.split(r"\s{2,}", out[0].strip()) == ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "AGE"]
+        assert re.split(r"\s{2,}", out[0].strip()) == ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "STEP", "%",
+                                                       "ETA", "AGE"]
         assert re.split(r"\s{2,}", out[1].strip())[:5] == ["digits-ddp", "Running", "4", "4", "0"]
     finally:
         installed.kubectl_run("delete", "-n", ns, "-f", str(example), "--wait=true", check=False)

@@ -27,6 +27,19 @@ import pytest
     ("delete", "workloads.kueue.x-k8s.io", "no"),
     ("update", "workloads.kueue.x-k8s.io/status", "no"),
     ("patch", "clusterqueues.kueue.x-k8s.io", "no"),
+    # each job's progress Lease, and the Role and RoleBinding that let its workers patch that one Lease:
+    # granting it needs no escalate or bind (the operator holds get and patch on leases itself)
+    ("create", "leases.coordination.k8s.io", "yes"),
+    ("watch", "leases.coordination.k8s.io", "yes"),
+    ("patch", "leases.coordination.k8s.io", "yes"),
+    ("create", "roles.rbac.authorization.k8s.io", "yes"),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "yes"),
+    ("update", "leases.coordination.k8s.io", "no"),
+    ("delete", "leases.coordination.k8s.io", "no"),
+    ("escalate", "roles.rbac.authorization.k8s.io", "no"),
+    ("bind", "roles.rbac.authorization.k8s.io", "no"),
+    ("delete", "roles.rbac.authorization.k8s.io", "no"),
+    ("create", "clusterroles.rbac.authorization.k8s.io", "no"),
     # least privilege: nothing it does not use
     ("update", "distributedtrainingjobs.trainyard.dev", "no"),
     ("delete", "services", "no"),

@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import tier_unavailable
+
 from ..support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +36,6 @@ BIN = CACHE / "bin" / "current"
 LOGS = CACHE / "logs"
 NODE_NAME = "trainyard-node"
 STORAGE_CLASS = "trainyard-local"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Cold: the control plane (~8 min), kubelet, CoreDNS and crictl (~10 min), the images (~10 min).
 BUILD_TIMEOUT = 3600
 
@@ -49,11 +50,7 @@ def pytest_collection_modifyitems(items):
 
 
 def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"node tier cannot run in CI: {why}", pytrace=False)
-    line = f"SKIPPING THE NODE TIER: {why}"
-    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
-    pytest.skip(line)
+    tier_unavailable("node", why)
 
 
 def _step(what: str, cmd: list[str], timeout: float) -> str:
@@ -168,3 +165,32 @@ def ns(node: Node) -> Iterator[str]:
     wait_for(lambda: node.get("serviceaccount", "default", name), 60, f"default ServiceAccount in {name}")
     yield name
     node.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+OPERATOR_NS = "trainyard-system"
+SELECTOR = "app.kubernetes.io/name=trainyard,app.kubernetes.io/instance=trainyard"
+
+
+@pytest.fixture(scope="session")
+def chart(node: Node) -> Iterator[Node]:
+    """helm upgrade --install with the chart's default values: the image is the chart's default
+    (trainyard/operator:<appVersion>, IfNotPresent), imported into the node's containerd."""
+    r = subprocess.run([node.helm, "upgrade", "--install", "trainyard", str(REPO / "charts" / "trainyard"),
+                        "--namespace", OPERATOR_NS, "--create-namespace", "--kubeconfig", node.kubeconfig,
+                        "--wait", "--timeout", "300s"], text=True, capture_output=True, timeout=400)
+    if r.returncode != 0:
+        raise AssertionError(f"helm install failed:\n{r.stderr}\n{node.diagnostics(OPERATOR_NS)}")
+    # helm installs a chart's CRD only once; make sure this run's CRD is the one being tested.
+    node.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                 str(REPO / "crds" / "trainyard.dev_distributedtrainingjobs.yaml"))
+    node.kubectl("wait", "--for=condition=Available", "--timeout=180s", "-n", OPERATOR_NS, "deployment/trainyard")
+    yield node
+    subprocess.run([node.helm, "uninstall", "trainyard", "--namespace", OPERATOR_NS, "--kubeconfig", node.kubeconfig,
+                    "--wait", "--timeout", "120s"], capture_output=True, timeout=180)
+
+
+def operator_pod(node: Node) -> dict:
+    pods = [p for p in yaml.safe_load(node.kubectl("get", "pods", "-n", OPERATOR_NS, "-l", SELECTOR, "-o", "json").stdout)
+            ["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]

@@ -8,45 +8,16 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import REPO, Node, wait_for
-
-OPERATOR_NS = "trainyard-system"
-SELECTOR = "app.kubernetes.io/name=trainyard,app.kubernetes.io/instance=trainyard"
-
-
-@pytest.fixture(scope="module")
-def chart(node: Node) -> Iterator[Node]:
-    """helm upgrade --install with the chart's default values: the image is the chart's default
-    (trainyard/operator:<appVersion>, IfNotPresent), imported into the node's containerd."""
-    r = subprocess.run([node.helm, "upgrade", "--install", "trainyard", str(REPO / "charts" / "trainyard"),
-                        "--namespace", OPERATOR_NS, "--create-namespace", "--kubeconfig", node.kubeconfig,
-                        "--wait", "--timeout", "300s"], text=True, capture_output=True, timeout=400)
-    if r.returncode != 0:
-        raise AssertionError(f"helm install failed:\n{r.stderr}\n{node.diagnostics(OPERATOR_NS)}")
-    # helm installs a chart's CRD only once; make sure this run's CRD is the one being tested.
-    node.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                 str(REPO / "crds" / "trainyard.dev_distributedtrainingjobs.yaml"))
-    node.kubectl("wait", "--for=condition=Available", "--timeout=180s", "-n", OPERATOR_NS, "deployment/trainyard")
-    yield node
-    subprocess.run([node.helm, "uninstall", "trainyard", "--namespace", OPERATOR_NS, "--kubeconfig", node.kubeconfig,
-                    "--wait", "--timeout", "120s"], capture_output=True, timeout=180)
-
-
-def _operator_pod(node: Node) -> dict:
-    pods = [p for p in yaml.safe_load(node.kubectl("get", "pods", "-n", OPERATOR_NS, "-l", SELECTOR, "-o", "json").stdout)
-            ["items"] if not p["metadata"].get("deletionTimestamp")]
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]
+from .conftest import OPERATOR_NS, REPO, Node, operator_pod, wait_for
 
 
 def test_operator_deployment_runs_read_only_and_non_root_from_the_real_image(chart: Node):
-    pod = _operator_pod(chart)
+    pod = operator_pod(chart)
     name = pod["metadata"]["name"]
     (container,) = pod["spec"]["containers"]
     assert container["image"] == chart.operator_image
@@ -71,7 +42,7 @@ print(f"all_reduce={t.item()}", flush=True)
 """
 
 
-def test_a_job_is_reconciled_to_succeeded_by_the_operator_pod(chart: Node, ns: str):
+def test_a_job_is_reconciled_to_succeeded_by_theoperator_pod(chart: Node, ns: str):
     """A 2-worker DistributedTrainingJob with a checkpoint claim (bound to a local PV of the node):
     the operator in its pod creates the Service, the claim and the gang; the workers rendezvous
     through the headless Service and end; the job ends Succeeded."""
@@ -98,7 +69,7 @@ def test_a_job_is_reconciled_to_succeeded_by_the_operator_pod(chart: Node, ns: s
     try:
         status = wait_for(finished, 900, f"job {name} to finish")
     except AssertionError as e:
-        raise AssertionError(f"{e}\n{chart.diagnostics(ns)}\n{chart.logs(OPERATOR_NS, _operator_pod(chart)['metadata']['name'])[-4000:]}") from None
+        raise AssertionError(f"{e}\n{chart.diagnostics(ns)}\n{chart.logs(OPERATOR_NS, operator_pod(chart)['metadata']['name'])[-4000:]}") from None
     assert status["phase"] == "Succeeded", f"{status}\n{chart.diagnostics(ns)}"
 
 

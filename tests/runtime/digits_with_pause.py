@@ -20,7 +20,7 @@ from trainyard_trainer.examples import train_digits
 
 PAUSE_AT = int(os.environ.get("DIGITS_TEST_PAUSE_SAVE_AT", "-1"))
 ONCE = os.environ.get("DIGITS_TEST_PAUSE_ONCE", "")
-_real = ck._atomic_write_bytes
+_real = ck._write_temp  # the data file is written to a temp, then renamed when published
 
 
 def _holding(path: Path, write):
@@ -38,7 +38,7 @@ def _holding(path: Path, write):
     return _real(path, write_then_hold)
 
 
-ck._atomic_write_bytes = _holding
+ck._write_temp = _holding
 
 if __name__ == "__main__":
     sys.exit(train_digits.main())

@@ -7,6 +7,7 @@ trains for real with torch and gloo.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,8 +71,12 @@ def test_workers_get_the_operators_env_with_a_local_rendezvous(tmp_path):
     assert {k: v for k, v in env0.items() if k not in ("PET_RDZV_ENDPOINT", "TRAINYARD_HEARTBEAT_FILE")} == {
         "PET_NNODES": "2:2", "PET_NPROC_PER_NODE": "1", "PET_RDZV_BACKEND": "c10d", "PET_RDZV_ID": f"{uid}-0",
         "PET_RDZV_CONF": "join_timeout=600,is_host=true", "PET_MAX_RESTARTS": "0", "TRAINYARD_JOB_NAME": "tiny",
+        "TRAINYARD_JOB_UID": uid,
         "TRAINYARD_WORKER_INDEX": "0", "TRAINYARD_ATTEMPT": "0", "TRAINYARD_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-        "TRAINYARD_PROGRESS_DEADLINE_SECONDS": "60"}
+        # the launcher's watchdog is the engine's backstop: 30 s after the deadline and the startup budget
+        "TRAINYARD_PROGRESS_DEADLINE_SECONDS": "90", "TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS": "630",
+        # the job's Lease, as the local runtime has it
+        "TRAINYARD_PROGRESS_DIR": str(tmp_path / "work" / "lease"), "TRAINYARD_PROGRESS_INTERVAL_SECONDS": "10"}
     assert env1["PET_RDZV_CONF"] == "join_timeout=600,is_host=false"
     assert env0["TRAINYARD_HEARTBEAT_FILE"] != env1["TRAINYARD_HEARTBEAT_FILE"]
 
@@ -126,20 +131,57 @@ def test_active_deadline(tmp_path):
 
 
 def test_worker_that_stops_making_progress_is_detected_and_the_gang_restarted(tmp_path):
-    # attempt 0: the worker beats its heartbeat twice, then hangs without exiting; attempt 1 finishes
+    # attempt 0: rank 0 reports two steps through the trainer library, then hangs without exiting;
+    # attempt 1 finishes. The engine judges it from the report (the launcher is not even involved).
     path = write_job(tmp_path, """
-        import os, pathlib, time
-        hb = pathlib.Path(os.environ["TRAINYARD_HEARTBEAT_FILE"])
-        for i in range(2):
-            hb.touch(); print(f"[trainyard] step={i}", flush=True); time.sleep(0.1)
+        import os, time
+        from trainyard_trainer import progress
+        progress.start(0, total_steps=2)
+        for i in range(1, 3):
+            progress.report(i, loss=1.0 / i); print(f"[trainyard] step={i}", flush=True); time.sleep(0.1)
+        progress.flush()
         if os.environ["TRAINYARD_ATTEMPT"] == "0":
             time.sleep(120)
-    """, workers=2, runPolicy={"progressDeadlineSeconds": 2})
+    """, workers=2, runPolicy={"progressDeadlineSeconds": 2, "firstProgressDeadlineSeconds": 60})
     result = run(tmp_path, path)
     st = result.job.status
     assert (st.phase, st.restarts, st.attempt) == (Phase.SUCCEEDED, 1, 1)
     hung = [e for e in result.events if e.reason == R.HUNG]
-    assert len(hung) == 1 and "progressDeadlineSeconds=2" in hung[0].message
+    assert len(hung) == 1 and "no training step reported for 2s since step 2" in hung[0].message
+    assert "progressDeadlineSeconds=2" in hung[0].message
+    assert (st.progress.step, st.progress.attempt, st.progress.stale) == (2, 1, None)
+
+
+SLOW_START = """
+    import os, time
+    from trainyard_trainer import progress
+    progress.start(0, total_steps=3)
+    if os.environ["TRAINYARD_ATTEMPT"] == "{never}":
+        time.sleep(120)  # started, and never steps
+    time.sleep({first})  # the first step's time
+    for i in range(1, 4):
+        progress.report(i); time.sleep(0.5)
+    progress.flush()
+"""
+
+
+def test_a_slow_first_step_is_not_a_hang(tmp_path):
+    # The first step takes 4 s, twice the progress deadline: within the startup budget it is no hang.
+    path = write_job(tmp_path, SLOW_START.format(never=-1, first=4), workers=2,
+                     runPolicy={"progressDeadlineSeconds": 2, "firstProgressDeadlineSeconds": 30})
+    result = run(tmp_path, path)
+    assert (result.job.status.phase, result.job.status.restarts) == (Phase.SUCCEEDED, 0), result.job.status.message
+    assert result.job.status.progress.step == 3
+
+
+def test_a_gang_that_starts_but_never_steps_is_hung_at_the_end_of_the_startup_budget(tmp_path):
+    path = write_job(tmp_path, SLOW_START.format(never=0, first=0), workers=2,
+                     runPolicy={"progressDeadlineSeconds": 2, "firstProgressDeadlineSeconds": 3})
+    result = run(tmp_path, path)
+    hung = [e.message for e in result.events if e.reason == R.HUNG]
+    assert (result.job.status.phase, result.job.status.restarts) == (Phase.SUCCEEDED, 1), result.job.status.message
+    assert len(hung) == 1 and "no training step reported within 3s after its trainer (re)started at step 0" in hung[0]
+    assert "spec.runPolicy.firstProgressDeadlineSeconds=3" in hung[0]
 
 
 def test_invalid_yaml_is_one_clear_line_on_stderr(tmp_path):
@@ -255,3 +297,36 @@ def test_the_live_view_prints_event_messages_as_written(tmp_path):
     view.event(Event("Warning", "WorkerFailed", "container [trainer] of [bold]pod[/bold] exited"))
     view.console.print(view.render(runner))
     assert "container [trainer] of [bold]pod[/bold] exited" in Text.from_ansi(out.getvalue()).plain
+
+
+def test_the_live_view_shows_a_progress_bar_with_step_total_and_eta(tmp_path):
+    """The view reads rank 0's newest report (the Lease's stand-in), unthrottled, as status.progress says it."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trainyard.local.view import View
+
+    path = write_job(tmp_path, """
+        import time
+        from trainyard_trainer import progress
+        progress.start(0, total_steps=40)
+        for i in range(1, 41):
+            progress.report(i, loss=1.0 / i, samples=8); time.sleep(0.1)
+        progress.flush()
+    """, workers=1, runPolicy={"progressDeadlineSeconds": 5})  # reports every second
+    runner = Runner(load_job(path), tmp_path / "work", tmp_path / "ckpt", tick=0.05)
+    (tmp_path / "ckpt").mkdir()
+    view = View(Console(file=StringIO(), force_terminal=True, width=200))
+    frames: list[str] = []
+
+    def frame() -> None:
+        out = StringIO()
+        Console(file=out, width=200).print(view.render(runner))
+        frames.append(out.getvalue())
+
+    runner.run(between=frame)
+    bars = [f for f in frames if re.search(r"█+░* step \d+/40 \(\d+(\.\d)?%\), ETA \d+s", f)]
+    assert bars, frames[-3:]
+    steps = {int(m.group(1)) for f in bars for m in [re.search(r"step (\d+)/40", f)]}
+    assert len(steps) >= 2  # it moved while the job ran

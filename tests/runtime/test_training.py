@@ -103,8 +103,10 @@ def test_ctrl_c_stops_real_training_with_no_orphans(tmp_path):
 def test_a_stopped_worker_is_detected_as_hung_and_the_gang_restarted(tmp_path):
     # SIGSTOP freezes one training process without exiting: its peer blocks in allreduce, nobody
     # beats the heartbeat, and the job must notice instead of waiting for gloo's 30-minute timeout.
+    # The deadline is for steps only: a gang's start (torch's import, the rendezvous, the first step),
+    # which takes long on a busy 2-core machine, has its own budget.
     path = digits_job(tmp_path, "--epochs", "3", "--step-delay", "0.02",
-                      runPolicy={"progressDeadlineSeconds": 40})  # above a restarted gang's startup on a busy 2-core machine
+                      runPolicy={"progressDeadlineSeconds": 10, "firstProgressDeadlineSeconds": 300})
     stopped = []
 
     def on_line(w, line):
@@ -121,7 +123,8 @@ def test_a_stopped_worker_is_detected_as_hung_and_the_gang_restarted(tmp_path):
     st = result.job.status
     assert stopped, "no training process was stopped"
     assert (st.phase, st.restarts) == (Phase.SUCCEEDED, 1), st.message
-    assert [e.reason for e in result.events].count(R.HUNG) == 1
+    hung = [e.message for e in result.events if e.reason == R.HUNG]
+    assert len(hung) == 1 and "no training step reported for 10s since step" in hung[0], hung  # the engine's, not exit 86
 
 
 def test_worker_scope_replaces_one_worker_and_the_survivors_re_form_the_group(tmp_path):

@@ -353,3 +353,44 @@ def test_a_superseded_attempt_never_becomes_the_latest_checkpoint(tmp_path):
                     p.wait(30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def test_a_new_job_on_an_old_jobs_checkpoints_takes_the_directory_over(tmp_path):
+    """A re-created job (or a second `trainyard run`, or a resize to a new job) starts at attempt 0
+    on a directory that an older job fenced at attempt 2. Attempt numbers restart, so they cannot
+    order the two: the new job is newer than every writer that fenced before it. Its saves are
+    published and become the latest; the old job's writer that is still alive stops publishing."""
+    def save(c: Checkpointer, step: int, w: float) -> None:
+        c.save({"w": torch.full((2,), w), "step": step}, step)
+
+    for attempt in range(3):
+        old = Checkpointer(tmp_path, keep=3, attempt=attempt, job="uid-old", rank=0)
+        old.load_latest()
+        save(old, 10 * (attempt + 1), 0.0)
+    assert [f["attempt"] for f in old.fences()] == [0, 1, 2]
+
+    new = Checkpointer(tmp_path, keep=3, attempt=0, job="uid-new", rank=0)
+    state, step = new.load_latest()
+    assert step == 30
+    save(new, 40, 1.0)
+    assert not new.fenced_out
+    assert new.steps()[-1] == 40
+    # the old job's attempt 2 is still up: its next save is not published
+    save(old, 50, 0.0)
+    assert old.fenced_out
+    assert new.steps()[-1] == 40
+    state, step = Checkpointer(tmp_path, job="uid-reader", attempt=0, rank=1).load_latest()
+    assert (step, state["w"][0].item()) == (40, 1.0)
+    assert [e.job for e in new.entries()][-1] == "uid-new"
+
+
+def test_the_same_job_still_orders_writers_by_attempt_after_a_takeover(tmp_path):
+    """Within one job a late, older attempt stays superseded even after another job fenced."""
+    a0 = Checkpointer(tmp_path, attempt=0, job="j1", rank=0)
+    a0.load_latest()
+    a1 = Checkpointer(tmp_path, attempt=1, job="j1", rank=0)
+    a1.load_latest()
+    a0.save({"step": 10}, 10)
+    assert a0.fenced_out and a1.steps() == []
+    a1.save({"step": 10}, 10)
+    assert a1.steps() == [10]

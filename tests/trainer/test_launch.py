@@ -237,3 +237,30 @@ def test_wait_for_dns_gives_up_at_the_join_timeout(capsys):
 def test_wait_for_dns_is_silent_when_resolvable(capsys):
     assert wait_for_dns("127.0.0.1", 1, 10)
     assert capsys.readouterr().err == ""
+
+
+def test_wait_for_dns_takes_worker_0s_ip_from_the_lease_while_the_name_does_not_resolve(capsys):
+    """The cluster DNS caches "no such name" for ~30 s; the operator publishes worker 0's pod IP in
+    the job's Lease within a second or two of the pod getting one: the launcher uses it then."""
+    clock = FakeClock()
+    answers = iter([None, None, "10.244.0.7"])
+
+    def resolve(host, port):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    got = wait_for_dns("w-2-0.w.ns.svc.cluster.local.", 29400, 600, resolve=resolve, sleep=clock.sleep, clock=clock,
+                       fallback=lambda: next(answers))
+    assert got == "10.244.0.7" and clock.t == 2
+    assert "does not resolve yet after 2.0 s; using 10.244.0.7, worker 0's pod IP from the job's Lease" in \
+        capsys.readouterr().err
+
+
+def test_the_launcher_reads_the_deadlines_and_the_rendezvous_attempt_from_its_env():
+    cfg = LaunchConfig.from_env(["t.py"], {"TRAINYARD_HEARTBEAT_FILE": "/hb", "TRAINYARD_PROGRESS_DEADLINE_SECONDS": "60",
+                                           "TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS": "630", "PET_RDZV_ID": "a-b-c-7",
+                                           "TRAINYARD_WORKER_INDEX": "1", "TRAINYARD_ATTEMPT": "9"})
+    assert (cfg.deadline_for("starting"), cfg.deadline_for("training")) == (630, 60)
+    assert (cfg.rendezvous_attempt, cfg.worker_index, cfg.attempt) == (7, 1, 9)
+    no_first = LaunchConfig.from_env(["t.py"], {"TRAINYARD_HEARTBEAT_FILE": "/hb",
+                                                "TRAINYARD_PROGRESS_DEADLINE_SECONDS": "60"})
+    assert no_first.deadline_for("starting") == 60  # an older operator's env: the deadline from torchrun's start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -177,3 +178,64 @@ def test_unwritable_heartbeat_fails_at_once(tmp_path):
     proc = subprocess.run([*launcher_cmd(), "train.py"], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "cannot write the heartbeat file /proc/trainyard/beat" in proc.stderr
+
+
+SLOW_STARTER = textwrap.dedent(
+    """
+    import sys, time
+    from trainyard_trainer import heartbeat
+    time.sleep(float(sys.argv[1]))  # no step yet: the first-step budget applies
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        heartbeat.beat(min_interval=0)
+        time.sleep(0.2)
+    print("slow starter done", flush=True)
+    """
+)
+
+
+def test_a_slow_first_step_is_within_the_first_step_budget_not_the_deadline(tmp_path):
+    """The steady deadline (15 s: above torchrun's own shutdown after the last beat on a busy machine)
+    is shorter than the wait for the first step (20 s): the launcher uses the first-step budget
+    (120 s) until the trainer's first beat, then the deadline (kept by beats)."""
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_STARTER)
+    beat = tmp_path / "beat"
+    env = _single(tmp_path, TRAINYARD_HEARTBEAT_FILE=str(beat), TRAINYARD_PROGRESS_DEADLINE_SECONDS="15",
+                  TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS="120")
+    proc = subprocess.run([*launcher_cmd(), str(script), "20", "2"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "slow starter done" in proc.stdout and "Hung" not in proc.stderr
+    assert beat.read_text().strip() == "training"
+
+
+def test_a_trainer_that_never_steps_is_hung_at_the_first_step_budget(tmp_path):
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    term_log = tmp_path / "termination-log"
+    term_log.write_text("")
+    env = _single(tmp_path, TRAINYARD_HEARTBEAT_FILE=str(tmp_path / "beat"), TRAINYARD_PROGRESS_DEADLINE_SECONDS="600",
+                  TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS="10", TRAINYARD_TERMINATION_LOG=str(term_log),
+                  TRAINYARD_KILL_GRACE_SECONDS="2")
+    proc = subprocess.run([*launcher_cmd(), str(script), str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == HUNG_EXIT_CODE, proc.stderr
+    assert term_log.read_text().strip() == "Hung: no first training step within 10 s of the trainer's start"
+
+
+def test_worker_0s_launcher_notes_its_start_in_the_lease(tmp_path):
+    """The operator judges a gang's startup once it knows the gang can report: worker 0's launcher
+    writes its start (attempt, time) into the job's Lease (here the local runtime's stand-in)."""
+    script = tmp_path / "exiter.py"
+    script.write_text(EXITER)
+    lease = tmp_path / "lease"
+    for index in (1, 0):
+        env = _single(tmp_path, TRAINYARD_PROGRESS_DIR=str(lease), TRAINYARD_ATTEMPT="4",
+                      TRAINYARD_WORKER_INDEX=str(index))
+        proc = subprocess.run([*launcher_cmd(), str(script), "0"], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        if index == 1:
+            assert not (lease / "launcher.json").exists()  # only worker 0 says so
+    doc = json.loads((lease / "launcher.json").read_text())
+    assert set(doc) == {"attempt", "time"} and doc["attempt"] == 4

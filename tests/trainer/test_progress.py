@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
-from trainyard_trainer import heartbeat
+from trainyard_trainer import contract, heartbeat
+from trainyard_trainer.lease import LeaseClient, LeaseDir
 from trainyard_trainer.progress import (
     CHECKPOINT_RE,
     DONE_RE,
@@ -15,11 +21,15 @@ from trainyard_trainer.progress import (
     STARTING_RE,
     STEP_RE,
     Progress,
+    Reporter,
     format_checkpoint,
     format_done,
     format_start,
     format_step,
 )
+
+from ..support import wait_for
+from .helpers import SYNTHETIC, base_env
 
 
 def test_exact_formats():
@@ -117,3 +127,138 @@ def test_progress_step_beats_on_every_rank(monkeypatch, tmp_path):
 def _reset_heartbeat():
     yield
     heartbeat.reset()
+
+
+# ---------------------------------------------------------------------------- the heartbeat's states
+
+
+def test_the_heartbeat_says_starting_until_the_first_step(monkeypatch, tmp_path):
+    path = tmp_path / "beat"
+    monkeypatch.setenv(heartbeat.ENV_FILE, str(path))
+    heartbeat.reset()
+    assert heartbeat.starting() and heartbeat.state_of(str(path)) == heartbeat.STARTING
+    assert heartbeat.beat() and heartbeat.state_of(str(path)) == heartbeat.TRAINING  # at once, not rate-limited
+    assert heartbeat.beat() is False  # then at most once a second
+    assert heartbeat.starting() and heartbeat.state_of(str(path)) == heartbeat.STARTING  # a restarted trainer
+    heartbeat.reset()
+    heartbeat.mark(str(path), heartbeat.STARTING)  # the launcher wrote it; this process never called starting()
+    assert heartbeat.beat() and heartbeat.state_of(str(path)) == heartbeat.TRAINING
+    assert heartbeat.state_of(str(tmp_path / "missing")) == heartbeat.TRAINING
+
+
+# ---------------------------------------------------------------------------- progress reports
+
+
+class Recorder:
+    """A Lease that records what is patched into it (a real one: tests/cluster/test_progress.py)."""
+
+    def __init__(self, fail: int = 0):
+        self.patches: list[dict] = []
+        self.fail = fail
+
+    def patch(self, annotations, *, holder=None, renew=False):
+        if self.fail:
+            self.fail -= 1
+            raise OSError("apiserver unreachable")
+        self.patches.append({k: json.loads(v) for k, v in annotations.items()})
+
+    def close(self):
+        pass
+
+    def docs(self) -> list[dict]:
+        return [p[contract.ANNOTATION_PROGRESS] for p in self.patches]
+
+
+def test_a_start_and_the_first_step_are_sent_at_once_later_steps_once_per_interval():
+    lease = Recorder()
+    r = Reporter(lease, interval=3600)
+    r.start(100, total_steps=200)
+    wait_for(lambda: len(lease.patches) == 1, 10, "the start report")
+    r.report(101, loss=0.5)
+    wait_for(lambda: len(lease.patches) == 2, 10, "the first step's report")
+    for step in range(102, 150):
+        r.report(step, loss=0.4, samples=32)
+    time.sleep(0.3)
+    assert [d["step"] for d in lease.docs()] == [100, 101]  # the interval holds the rest back
+    assert r.flush(10)
+    r.close()
+    start, first, last = lease.docs()
+    assert (start["training"], start["startStep"], start["totalSteps"]) == (False, 100, 200)
+    assert (first["training"], first["loss"]) == (True, 0.5)
+    assert (last["step"], last["loss"], last["totalSteps"], last["startStep"]) == (149, 0.4, 200, 100)
+    assert last["samplesPerSecond"] > 0 and last["stepsPerSecond"] > 0
+
+
+def test_a_report_never_raises_and_a_failed_send_is_said_once_and_retried():
+    lease = Recorder(fail=3)
+    err = io.StringIO()
+    r = Reporter(lease, interval=0.05, stream=err)
+    r.start(0)
+    r.report(1, loss=float("nan"))  # not a number: the report goes without it
+    r.report(2, loss=object())
+    wait_for(lambda: lease.patches, 10, "a send that got through")
+    assert r.flush(10)
+    r.close()
+    assert r.failures == 3 and err.getvalue().count("progress report failed") == 1
+    assert "loss" not in lease.docs()[-1] and lease.docs()[-1]["step"] == 2
+
+
+def test_a_stuck_apiserver_never_blocks_a_step(tmp_path):
+    """The Lease's apiserver accepts the connection and never answers (the TLS handshake hangs):
+    rank 0's reporter thread is stuck in its send, and every report() still returns at once."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("t")
+    lease = LeaseClient("ns", "job-progress", f"https://127.0.0.1:{server.getsockname()[1]}", token_file=str(token),
+                        ca_file=None, timeout=3600)
+    r = Reporter(lease, interval=0.01)
+    r.start(0)
+    wait_for(lambda: accepted, 10, "the reporter's connection")
+    done = threading.Event()
+
+    def train():
+        for step in range(1, 20001):
+            r.report(step, loss=1.0, samples=8)
+        done.set()
+
+    threading.Thread(target=train, daemon=True).start()
+    assert done.wait(60), "report() blocked behind the stuck send"
+    assert r.sends == 0 and r.failures == 0  # the send is still in flight
+    server.close()
+
+
+def test_the_reporter_of_each_rank_from_the_operators_environment(tmp_path):
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("t")
+    env = {"TRAINYARD_PROGRESS_LEASE": "ml/demo-progress", "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+           "KUBERNETES_SERVICE_PORT": "443", "TRAINYARD_SERVICE_ACCOUNT_DIR": str(sa), "TRAINYARD_ATTEMPT": "3",
+           "TRAINYARD_WORKER_INDEX": "1", "TRAINYARD_PROGRESS_INTERVAL_SECONDS": "4", "HOSTNAME": "demo-3-1"}
+    r0 = Reporter.from_env({**env, "RANK": "0"})
+    assert isinstance(r0.lease, LeaseClient) and (r0.lease.host, r0.lease.port, r0.lease.path) == (
+        "10.0.0.1", 443, "/apis/coordination.k8s.io/v1/namespaces/ml/leases/demo-progress")
+    assert (r0.interval, r0.attempt, r0.worker, r0.holder) == (4.0, 3, 1, "demo-3-1")
+    assert Reporter.from_env({**env, "RANK": "1"}).lease is None  # only rank 0 sends
+    local = Reporter.from_env({"TRAINYARD_PROGRESS_DIR": str(tmp_path / "lease")})
+    assert isinstance(local.lease, LeaseDir)
+    assert Reporter.from_env({}).lease is None  # no operator: reports go nowhere
+
+
+@pytest.mark.torch
+def test_a_real_training_process_reports_its_steps_and_its_checkpoints(tmp_path):
+    """train_synthetic as one process, as the local runtime would start it: its Progress and its
+    Checkpointer report through the trainer library into the Lease's stand-in directory."""
+    env = base_env(TRAINYARD_PROGRESS_DIR=str(tmp_path / "lease"), TRAINYARD_ATTEMPT="2", TRAINYARD_WORKER_INDEX="0",
+                   TRAINYARD_PROGRESS_INTERVAL_SECONDS="1")
+    proc = subprocess.run([sys.executable, str(SYNTHETIC), "--hidden", "64", "--layers", "2", "--steps", "30",
+                           "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every", "10"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "lease" / "progress.json").read_text())
+    assert set(doc) <= set(contract.PROGRESS_FIELDS)
+    assert (doc["attempt"], doc["worker"], doc["step"], doc["totalSteps"], doc["training"]) == (2, 0, 30, 30, True)
+    assert doc["checkpointStep"] == 30 and doc["startStep"] == 0 and doc["loss"] > 0

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from trainyard.api import DistributedTrainingJob
-from trainyard.engine.workers import State, Worker
+from trainyard.api.progress import LauncherStart, Report
+from trainyard.engine.workers import LEASE, Child, State, Worker
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 UID = "0b7d1c2e-uid"
@@ -61,3 +62,12 @@ def at(seconds: float) -> datetime:
 @pytest.fixture
 def job():
     return make_job
+
+
+def report(step: int, when: datetime, attempt: int = 0, training: bool = True, **kw: Any) -> Report:
+    """Rank 0's report as the job's Lease holds it."""
+    return Report(attempt=attempt, time=when, step=step, training=training, **kw)
+
+
+def lease(report: Report | None = None, launcher: LauncherStart | None = None) -> Child:
+    return Child(LEASE, "demo-progress", exists=True, report=report, launcher=launcher)

@@ -62,6 +62,9 @@ class FakeClient:
     def owners(self, manifest: dict[str, Any]) -> list[str] | None:
         return [o["uid"] for o in manifest["metadata"].get("ownerReferences") or []]
 
+    def patch_lease_annotations(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        self._log("patch_lease", name, dict(annotations))
+
     def claim_state(self, namespace: str, name: str) -> tuple[str | None, str]:
         return "Pending", "ProvisioningFailed: no storage class"
 

@@ -86,7 +86,10 @@ def test_subresources_and_columns():
                                                                "statusReplicasPath": ".status.workers.active",
                                                                "labelSelectorPath": ".status.selector"}}
     assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == \
-        ["Phase", "Ready", "Desired", "Restarts", "Age"]
+        ["Phase", "Ready", "Desired", "Restarts", "Step", "%", "ETA", "Age"]
+    wide = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
+    assert wide == {"Attempt": ".status.attempt", "Disruptions": ".status.disruptions", "Loss": ".status.progress.loss",
+                    "Last-Ckpt": ".status.progress.lastCheckpointStep", "Message": ".status.message"}
 
 
 def test_examples_parse_and_pass_the_crds_checks():

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from trainyard.engine import Launch
-from trainyard.kube.manifests import checkpoint_claim, headless_service, worker_pod
+from trainyard.kube.manifests import (
+    checkpoint_claim,
+    headless_service,
+    progress_lease,
+    progress_role,
+    progress_role_binding,
+    worker_pod,
+)
 
 from .conftest import UID, make_job
 
@@ -67,9 +78,12 @@ def test_worker_pod_is_exact():
                      {"name": "WORLD_SIZE", "value": TORCHRUN_ONLY},
                      {"name": "RANK", "value": TORCHRUN_ONLY},
                      {"name": "TRAINYARD_JOB_NAME", "value": "demo"},
+                     {"name": "TRAINYARD_JOB_UID", "value": UID},
                      {"name": "TRAINYARD_WORKER_INDEX", "value": "2"},
                      {"name": "TRAINYARD_ATTEMPT", "value": "3"},
                      {"name": "TRAINYARD_CHECKPOINT_DIR", "value": "/checkpoints"},
+                     {"name": "TRAINYARD_PROGRESS_LEASE", "value": "ml/demo-progress"},
+                     {"name": "TRAINYARD_PROGRESS_INTERVAL_SECONDS", "value": "10"},
                      {"name": "LR", "value": "0.1"},
                  ],
                  "volumeMounts": [{"name": "data", "mountPath": "/data"},
@@ -143,20 +157,49 @@ def test_existing_claim_is_mounted_not_created():
     assert env["TRAINYARD_CHECKPOINT_DIR"] == "/ckpt"
 
 
-def test_progress_deadline_adds_heartbeat_env_volume_and_liveness_probe():
-    job = make_job({"workers": 1, "runPolicy": {"progressDeadlineSeconds": 120}})
+@pytest.mark.parametrize(("run_policy", "interval", "launcher", "probe"), [
+    # the engine judges at the deadlines; the launcher's watchdog 30 s later, the probe 60 s later;
+    # the first-step budget defaults to the deadline but at least 600 s
+    ({"progressDeadlineSeconds": 120}, "10", ("150", "630"), (180, 660)),
+    ({"progressDeadlineSeconds": 20, "firstProgressDeadlineSeconds": 300}, "4", ("50", "330"), (80, 360)),
+    ({"progressDeadlineSeconds": 900, "firstProgressDeadlineSeconds": 60}, "10", ("930", "90"), (960, 120)),
+])
+def test_progress_deadline_adds_heartbeat_env_volume_and_liveness_probe(run_policy, interval, launcher, probe):
+    job = make_job({"workers": 1, "runPolicy": run_policy})
     pod = worker_pod(job, Launch("demo-0-0", 0, 0, 0))
     trainer = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in trainer["env"]}
     assert env["TRAINYARD_HEARTBEAT_FILE"] == "/var/run/trainyard/heartbeat"
-    assert env["TRAINYARD_PROGRESS_DEADLINE_SECONDS"] == "120"
+    assert (env["TRAINYARD_PROGRESS_DEADLINE_SECONDS"], env["TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS"]) == launcher
+    assert env["TRAINYARD_PROGRESS_INTERVAL_SECONDS"] == interval
     assert trainer["volumeMounts"] == [{"name": "trainyard-run", "mountPath": "/var/run/trainyard"}]
     assert pod["spec"]["volumes"] == [{"name": "trainyard-run", "emptyDir": {}}]
+    steady, first = probe
+    hb = "/var/run/trainyard/heartbeat"
     assert trainer["livenessProbe"] == {
-        "exec": {"command": ["sh", "-c",
-                             "test $(( $(date +%s) - $(stat -c %Y /var/run/trainyard/heartbeat) )) -lt 150"]},
-        "initialDelaySeconds": 150, "periodSeconds": 10, "failureThreshold": 1,
+        "exec": {"command": ["sh", "-c", f"a=$(( $(date +%s) - $(stat -c %Y {hb}) )) && if grep -q starting {hb}; "
+                                         f"then test $a -lt {first}; else test $a -lt {steady}; fi"]},
+        "initialDelaySeconds": first, "periodSeconds": 10, "failureThreshold": 1,
     }
+
+
+def test_the_progress_lease_and_the_one_object_its_service_account_may_patch():
+    job = make_job({"template": {"spec": {"serviceAccountName": "trainer-sa",
+                                          "containers": [{"name": "trainer", "image": "img:1"}]}}})
+    meta = {"name": "demo-progress", "namespace": "ml",
+            "labels": {"trainyard.dev/job-name": "demo", "app.kubernetes.io/managed-by": "trainyard"},
+            "ownerReferences": [OWNER]}
+    assert progress_lease(job) == {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                                   "spec": {}}
+    assert progress_role(job) == {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["demo-progress"],
+                   "verbs": ["get", "patch"]}]}
+    assert progress_role_binding(job) == {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "demo-progress"},
+        "subjects": [{"kind": "ServiceAccount", "name": "trainer-sa", "namespace": "ml"}]}
+    assert progress_role_binding(make_job())["subjects"][0]["name"] == "default"
 
 
 def _pod_security(spec_overrides: dict, **template_spec) -> dict:
@@ -199,3 +242,15 @@ def test_worker_fqdn_is_absolute_in_the_given_cluster_domain():
     from trainyard.api.names import worker_fqdn
     assert worker_fqdn("demo", "ml", 2, 0) == "demo-2-0.demo.ml.svc.cluster.local."
     assert worker_fqdn("demo", "ml", 2, 1, cluster_domain="corp.example.") == "demo-2-1.demo.ml.svc.corp.example."
+
+
+def test_a_tensorflow_worker_gets_tf_config_naming_every_worker_of_its_gang():
+    job = make_job({"runtime": "tensorflow", "workers": 3, "rendezvous": {"port": 2222, "joinTimeoutSeconds": 120}})
+    pod = worker_pod(job, Launch("demo-4-1", 1, 4, 4))
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert json.loads(env["TF_CONFIG"]) == {
+        "cluster": {"worker": [f"demo-4-{i}.demo.ml.svc.cluster.local.:2222" for i in range(3)]},
+        "task": {"type": "worker", "index": 1}}
+    assert (env["TRAINYARD_RUNTIME"], env["TRAINYARD_JOIN_TIMEOUT_SECONDS"]) == ("tensorflow", "120")
+    assert not [k for k in env if k.startswith("PET_") or k in ("MASTER_ADDR", "WORLD_SIZE", "RANK")]
+    assert (env["TRAINYARD_WORKER_INDEX"], env["TRAINYARD_ATTEMPT"]) == ("1", "4")

@@ -11,7 +11,7 @@ from trainyard.api import reasons as R
 from trainyard.engine import Launch, decide
 from trainyard.engine.workers import State
 
-from .conftest import T0, at, make_job, then, wk
+from .conftest import T0, at, lease, make_job, report, then, wk
 
 
 def conds(status) -> dict[str, tuple[str, str]]:
@@ -432,29 +432,37 @@ def test_exit_86_from_the_launcher_watchdog_restarts_the_gang_as_hung():
     assert conds(plan.status)["Restarting"] == ("True", R.HUNG)
 
 
-def test_heartbeats_older_than_the_progress_deadline_restart_the_gang():
+def test_no_step_reported_within_the_progress_deadline_restarts_the_gang():
     job = make_job({"runPolicy": {"progressDeadlineSeconds": 30}}, RUNNING_STATUS)
-    fresh = [wk(0, last_progress=at(10)), wk(1, last_progress=at(20))]
-    ok = decide(job, fresh, at(45))
+    workers = [wk(0, started_at=T0), wk(1, started_at=T0)]
+    children = [lease(report(120, at(20)))]
+    ok = decide(job, workers, at(45), children)
     assert ok.status.phase == Phase.RUNNING and ok.create == []
-    assert ok.requeue_after == 5.0  # looks again when the newest heartbeat would expire
-    stale = decide(job, fresh, at(50))
-    st = stale.status
+    assert ok.requeue_after == 5.0  # looks again when the newest report would expire
+    hung = decide(job, workers, at(50), children)
+    st = hung.status
     assert (st.phase, st.restarts, st.attempt) == (Phase.RESTARTING, 1, 1)
     assert conds(st)["Restarting"] == ("True", R.HUNG)
-    assert "no worker reported progress for 30s" in st.message
-    assert stale.delete == ["demo-0-0", "demo-0-1"] and stale.create == launches(1, 2)
+    assert st.message == ("worker 0 (pod demo-0-0) made no training progress: no training step reported for 30s since "
+                          "step 120 (spec.runPolicy.progressDeadlineSeconds=30); restart 1 of 3")
+    assert hung.delete == ["demo-0-0", "demo-0-1"] and hung.create == launches(1, 2)
+    # the last known step stays, marked stale, until the new gang reports
+    assert (st.progress.step, st.progress.stale, st.progress.eta) == (120, True, None)
 
 
-def test_no_heartbeat_information_never_means_hung():
+def test_no_report_of_the_gang_never_means_hung():
     job = make_job({"runPolicy": {"progressDeadlineSeconds": 30}}, RUNNING_STATUS)
-    assert decide(job, [wk(0), wk(1)], at(500)).status.phase == Phase.RUNNING
+    assert decide(job, [wk(0), wk(1)], at(5000)).status.phase == Phase.RUNNING
+    old_gang = [lease(report(120, at(20), attempt=0))]
+    job1 = make_job({"runPolicy": {"progressDeadlineSeconds": 30}},
+                    {**RUNNING_STATUS, "attempt": 1, "rendezvousAttempt": 1})
+    assert decide(job1, [wk(0, attempt=1), wk(1, attempt=1)], at(5000), old_gang).status.phase == Phase.RUNNING
 
 
 def test_hung_under_never_fails_with_reason_hung():
     job = make_job({"runPolicy": {"progressDeadlineSeconds": 30}, "failurePolicy": {"restartPolicy": "Never"}},
                    RUNNING_STATUS)
-    plan = decide(job, [wk(0, last_progress=T0), wk(1, last_progress=T0)], at(31))
+    plan = decide(job, [wk(0), wk(1)], at(31), [lease(report(5, T0))])
     assert conds(plan.status)["Failed"] == ("True", R.HUNG)
 
 

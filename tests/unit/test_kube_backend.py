@@ -33,8 +33,15 @@ def test_a_gang_restart_deletes_the_old_gang_before_creating_the_new_one_and_pos
     assert b.apply(job, plan) == Applied.DONE
     verbs = client.verbs()
     assert verbs.index("delete") < min(i for i, v in enumerate(verbs) if v == "create")
-    assert verbs[-1] == "event" and verbs.index("patch_status") < verbs.index("event")
-    assert sorted(c[2] for c in client.calls if c[0] == "create") == ["demo", "demo-1-0", "demo-1-1"]  # and the Service
+    assert verbs.index("patch_status") < verbs.index("event")
+    # the progress Lease, Role and RoleBinding come last: never in the way of the decision's own writes
+    first_progress = next(i for i, c in enumerate(client.calls) if c[0] == "create" and c[2] == "demo-progress")
+    assert max(i for i, v in enumerate(verbs) if v == "event") < first_progress
+    assert sorted(c[2] for c in client.calls if c[0] == "create" and c[1] in ("Pod", "Service")) == [
+        "demo", "demo-1-0", "demo-1-1"]  # and the Service
+    # and the progress Lease, with the Role and RoleBinding that let the workers' ServiceAccount patch it
+    assert sorted(c[1] for c in client.calls if c[0] == "create" and c[2] == "demo-progress") == [
+        "Lease", "Role", "RoleBinding"]
     assert client.job["status"]["attempt"] == 1
 
 
@@ -58,7 +65,8 @@ def test_a_refused_creation_is_not_counted_as_created_and_becomes_status():
     assert "pod demo-0-1 (worker 1)" in created["message"] and "exceeded quota" in created["message"]
     assert st["members"] == [{"attempt": 0, "indexes": "1", "created": False},
                              {"attempt": 0, "indexes": "0", "created": True}]
-    assert client.verbs().count("create") == 3  # the Service, two pods: once each, the retry waits its backoff
+    # the Service, two pods: once each, the retry waits its backoff (and the progress Lease, Role, RoleBinding)
+    assert client.verbs().count("create") == 6
     assert client.verbs().count("patch_status") == 1 and ("event", R.QUOTA_EXCEEDED) in client.calls
 
 
@@ -116,7 +124,8 @@ def test_decisions_are_the_same_through_the_backend_as_through_the_engine():
     b = backend(client, [])
     plan = decide(job, b.observe(job)[0], T0)
     b.apply(job, plan)
-    assert sorted(c[2] for c in client.calls if c[0] == "create") == ["demo", "demo-0-0", "demo-0-1"]
+    assert sorted(c[2] for c in client.calls if c[0] == "create") == [
+        "demo", "demo-0-0", "demo-0-1", "demo-progress", "demo-progress", "demo-progress"]
 
 
 def test_the_resync_is_never_skipped_for_a_later_wake_up():

@@ -9,6 +9,7 @@ import pytest
 
 from trainyard.api import Phase
 from trainyard.api import reasons as R
+from trainyard.api.progress import LauncherStart
 from trainyard.engine.decision import Decision, Finish, Stop
 from trainyard.engine.rules import RULES
 from trainyard.engine.rules.failure_policy import on_fault
@@ -21,7 +22,7 @@ from trainyard.engine.rules.success_policy import all_succeeded
 from trainyard.engine.rules.suspend_policy import resumed, suspended
 from trainyard.engine.workers import State
 
-from .conftest import T0, at, make_job, wk
+from .conftest import T0, at, lease, make_job, report, wk
 
 PENDING = {"phase": "Pending", "startTime": T0.isoformat()}
 RUNNING = {"phase": "Running", "startTime": T0.isoformat()}
@@ -140,16 +141,53 @@ def test_on_fault(workers, status, outcome_type, restarts, disruptions):
     assert (d.status.restarts, d.status.disruptions) == (restarts, disruptions)
 
 
-def test_hang_is_a_fault_only_past_the_deadline():
-    spec = {"runPolicy": {"progressDeadlineSeconds": 30}}
-    alive = [wk(0, last_progress=T0), wk(1, last_progress=at(10))]
-    early = decision(spec, RUNNING, alive, now=at(20))
-    assert hang(early) is None and early.plan.requeue_after == 20.0
-    late = decision(spec, RUNNING, alive, now=at(40))
-    fault = hang(late)
-    assert fault is not None and fault.hung and fault.index == 0
-    assert fault.message == "no worker reported progress for 30s (spec.runPolicy.progressDeadlineSeconds=30)"
-    assert hang(decision(spec, RUNNING, [wk(0, last_progress=T0)], now=at(40))) is None  # not every worker is up
+HANG = {"runPolicy": {"progressDeadlineSeconds": 30, "firstProgressDeadlineSeconds": 120}}
+GANG = [wk(0, started_at=T0), wk(1, started_at=at(10))]  # the gang is complete at 10 s
+HUNG_STEADY = "no training step reported for 30s since step 310 (spec.runPolicy.progressDeadlineSeconds=30)"
+
+
+def hung_at_start(idle: int, began: str = "the gang started", budget: str = "spec.runPolicy."
+                  "firstProgressDeadlineSeconds=120") -> str:
+    return f"no training step reported within {idle}s after {began} (the startup budget: {budget})"
+
+
+@pytest.mark.parametrize(("spec", "status", "workers", "child", "now", "message", "requeue"), [
+    # no deadline, a worker not running yet, or nothing of this gang in the Lease: never hung
+    ({}, RUNNING, GANG, lease(report(310, T0)), at(5000), None, None),
+    (HANG, RUNNING, [GANG[0], wk(1, state=State.PENDING)], lease(report(310, T0)), at(5000), None, None),
+    (HANG, RUNNING, GANG, None, at(5000), None, None),
+    (HANG, {**RUNNING, "attempt": 1, "rendezvousAttempt": 1}, [wk(0, 1, started_at=T0), wk(1, 1, started_at=T0)],
+     lease(report(310, T0, attempt=0), LauncherStart(0, T0)), at(5000), None, None),
+    # startup: worker 0's launcher started, no step yet: the budget counts from the gang's last start
+    (HANG, RUNNING, GANG, lease(launcher=LauncherStart(0, at(5))), at(100), None, 30.0),
+    (HANG, RUNNING, GANG, lease(launcher=LauncherStart(0, at(5))), at(130), hung_at_start(120), None),
+    # a trainer (re)started at step 300 (its start report): the budget counts from then
+    (HANG, RUNNING, GANG, lease(report(300, at(50), training=False)), at(160), None, 10.0),
+    (HANG, RUNNING, GANG, lease(report(300, at(50), training=False)), at(170),
+     hung_at_start(120, "its trainer (re)started at step 300"), None),
+    # steady state: a step within the deadline, then none
+    (HANG, RUNNING, GANG, lease(report(310, at(60))), at(85), None, 5.0),
+    (HANG, RUNNING, GANG, lease(report(310, at(60))), at(90), HUNG_STEADY, None),
+    # a worker that started after the last step (a replacement joining): the startup budget again
+    (HANG, {**RUNNING, "attempt": 1}, [wk(0, started_at=T0), wk(1, 1, started_at=at(200))],
+     lease(report(310, at(150))), at(300), None, 20.0),
+    # unset, the startup budget is the progress deadline but at least 600 s
+    ({"runPolicy": {"progressDeadlineSeconds": 30}}, RUNNING, GANG, lease(launcher=LauncherStart(0, T0)), at(609),
+     None, 1.0),
+    ({"runPolicy": {"progressDeadlineSeconds": 30}}, RUNNING, GANG, lease(launcher=LauncherStart(0, T0)), at(610),
+     hung_at_start(600, budget="600s, the default of spec.runPolicy.firstProgressDeadlineSeconds"), None),
+    ({"runPolicy": {"progressDeadlineSeconds": 900}}, RUNNING, GANG, lease(launcher=LauncherStart(0, T0)), at(905),
+     None, 5.0),
+], ids=["no-deadline", "not-all-running", "no-lease", "older-gang-only", "startup", "startup-exceeded",
+        "restarted-trainer", "restarted-trainer-exceeded", "steady", "steady-exceeded", "replacement-joined",
+        "default-budget", "default-budget-exceeded", "default-budget-is-the-deadline"])
+def test_hang_is_judged_from_the_lease(spec, status, workers, child, now, message, requeue):
+    d = Decision.start(make_job(spec, status), workers, now, [child] if child else [])
+    fault = hang(d)
+    assert (fault.message if fault else None) == message
+    if fault:
+        assert fault.hung and fault.index == 0
+    assert d.plan.requeue_after == requeue
 
 
 @pytest.mark.parametrize(("until", "outcome", "cleared"), [(at(10), Stop(), False), (at(5), None, True)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import re
 import threading
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from rich.console import Console
 from typer.testing import CliRunner
 
 from trainyard import api, sdk
@@ -548,22 +550,44 @@ def test_human_age_matches_kubectl():
 
 def test_get_table_columns():
     now = datetime.now(UTC)
+    progress = {"step": 340, "totalSteps": 460, "percent": 73.9, "eta": "1m", "loss": 0.3412, "lastCheckpointStep": 300,
+                "resumedFromStep": 300, "updatedAt": now.isoformat()}
     objs = [{"metadata": {"name": "a", "namespace": "ml", "uid": "u1",
                           "creationTimestamp": (now - timedelta(seconds=30)).isoformat()},
-             "status": {"phase": "Running", "workers": {"ready": 2, "desired": 2}, "restarts": 1, "attempt": 1}},
+             "status": {"phase": "Running", "workers": {"ready": 2, "desired": 2}, "restarts": 1, "attempt": 1,
+                        "progress": progress}},
             {"metadata": {"name": "bb", "namespace": "ml", "uid": "u2", "creationTimestamp": now.isoformat()}}]
     last = {"u1": sdk.EventInfo("Normal", "AllWorkersRunning", "all 2 workers are running " + "x" * 80, now)}
     headers, rows = jobs_cli.job_rows(objs, last, all_namespaces=False, wide=False)
     lines = jobs_cli.table(headers, rows).splitlines()
-    assert re.split(r"\s{2,}", lines[0]) == ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "AGE", "ATTEMPT",
-                                             "LAST EVENT"]
+    assert re.split(r"\s{2,}", lines[0]) == ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "STEP", "%", "ETA", "AGE",
+                                             "ATTEMPT", "LAST EVENT"]
     row = re.split(r"\s{2,}", lines[1])
-    assert row[:5] == ["a", "Running", "2", "2", "1"] and re.fullmatch(r"3\ds", row[5]) and row[6] == "1"
-    assert row[7].startswith("AllWorkersRunning: all 2 workers are running") and row[7].endswith("...")
-    assert len(row[7]) == 70
-    assert re.split(r"\s{2,}", lines[2]) == ["bb", "-", "0", "0", "0", "0s", "0", "-"]
+    assert row[:8] == ["a", "Running", "2", "2", "1", "340", "73.9", "1m"] and re.fullmatch(r"3\ds", row[8])
+    assert row[9] == "1" and row[10].startswith("AllWorkersRunning: all 2 workers are running")
+    assert row[10].endswith("...") and len(row[10]) == 70
+    assert re.split(r"\s{2,}", lines[2]) == ["bb", "-", "0", "0", "0", "-", "-", "-", "0s", "0", "-"]
     headers, rows = jobs_cli.job_rows(objs, last, all_namespaces=True, wide=True)
-    assert headers[0] == "NAMESPACE" and headers[-2:] == ["DISRUPTIONS", "MESSAGE"] and rows[0][0] == "ml"
+    assert headers[0] == "NAMESPACE" and headers[-4:] == ["LOSS", "LAST-CKPT", "DISRUPTIONS", "MESSAGE"]
+    assert rows[0][0] == "ml" and rows[0][-4:-2] == ["0.3412", "300"]
+
+
+def test_describe_and_the_views_show_the_progress_with_the_restarts():
+    now = datetime.now(UTC)
+    obj = yaml.safe_load(EXAMPLE.read_text())
+    obj["metadata"].update(namespace="ml", uid="u", creationTimestamp=now.isoformat())
+    obj["status"] = {"phase": "Running", "attempt": 1, "restarts": 1, "progress": {
+        "step": 340, "totalSteps": 460, "percent": 73.9, "eta": "1m", "loss": 0.3412, "lastCheckpointStep": 300,
+        "resumedFromStep": 300, "attempt": 1, "updatedAt": (now - timedelta(seconds=5)).isoformat()}}
+    text = jobs_cli.describe_text(obj, [], [])
+    want = ("step 340/460 (73.9%), ETA 1m, loss 0.3412, last checkpoint step 300; resumed at step 300 after restart 1 "
+            "(reported 5s ago)")
+    assert f"Progress:           {want}" in text
+    assert sdk.status_line(obj).startswith("digits-ddp: Running  ready 0/0  attempt 1  restarts 1  step 340/460  ETA 1m")
+    console = Console(file=io.StringIO(), width=160)
+    console.print(sdk.render_status(obj, []))
+    assert "resumed at step 300 after restart 1" in console.file.getvalue() and "█" in console.file.getvalue()
+    assert sdk.progress_line({"metadata": {"name": "x"}, "status": {}}) is None
 
 
 def test_describe_text_sections():
@@ -725,5 +749,6 @@ def test_notebook_is_valid_json_with_the_same_steps():
     nb = json.loads((REPO / "examples/notebook/submit_and_plot.ipynb").read_text())
     assert nb["nbformat"] == 4
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    for name in ("TrainyardClient", "Job.from_yaml", "client.wait", "parse_progress", "plot_loss"):
+    # executed for real with a kernel: tests/runtime/test_notebook.py
+    for name in ("LocalClient", "TrainyardClient", "client.submit", "client.wait", "client.progress", "plot_loss"):
         assert name in code

@@ -17,12 +17,15 @@ Two formats share one directory and the same rules:
 A checkpoint written without a manifest (a crash between the data's rename and the manifest's, or
 a file from another tool) is accepted only if ``torch.load`` reads it, with a warning.
 
-Attempts are fenced. Every checkpoint records the attempt that wrote it (``TRAINYARD_ATTEMPT``,
-which the operator sets in every worker). When a newer attempt starts, its first load writes a
-fence, ``.trainyard-fence.json``: "attempt A resumed from step S". From then on a checkpoint of an
-older attempt is valid only up to step S: a pod of a superseded gang that is still shutting down
+Attempts are fenced. Every checkpoint records the job and the attempt that wrote it
+(``TRAINYARD_JOB_UID`` and ``TRAINYARD_ATTEMPT``, which the operator and ``trainyard run`` set in
+every worker). When a newer attempt starts, its first load (or first save) writes a fence,
+``.trainyard-fence.json``: "attempt A of job J resumed from step S". From then on a checkpoint of
+an older writer is valid only up to step S: a pod of a superseded gang that is still shutting down
 can finish writing a file, but that file never becomes the latest, and never pushes a valid one
-out of the last ``keep``.
+out of the last ``keep``. "Older" is by attempt within one job; a new job that takes over the
+directory (a re-created job, another `trainyard run` on the same checkpoints, a resize to a new job)
+is newer than every writer that fenced before it, whatever its attempt number.
 
 Objects registered with ``Checkpointer(..., stateful={"data": sampler})`` (anything with
 ``state_dict()`` and ``load_state_dict()``, e.g. :class:`trainyard_trainer.data.ShardedSampler`) go
@@ -51,7 +54,8 @@ from typing import Any
 
 import torch
 
-from .contract import ENV_ATTEMPT
+from . import progress
+from .contract import ENV_ATTEMPT, ENV_JOB_UID
 
 log = logging.getLogger("trainyard.checkpoint")
 
@@ -184,15 +188,31 @@ class Entry:
     path: Path
     manifest: Path | None  # None for DCP directories
 
+    def _meta(self) -> dict:
+        meta = self.manifest if self.manifest is not None else self.path / COMPLETE_MARKER
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
     @property
     def attempt(self) -> int | None:
         """The attempt that wrote it (None: written before attempts were recorded, or by hand)."""
-        meta = self.manifest if self.manifest is not None else self.path / COMPLETE_MARKER
-        try:
-            value = json.loads(meta.read_text()).get("attempt")
-        except (OSError, ValueError, AttributeError):
-            return None
+        value = self._meta().get("attempt")
         return int(value) if isinstance(value, int) else None
+
+    @property
+    def job(self) -> str | None:
+        """The uid of the job that wrote it (None: not recorded)."""
+        value = self._meta().get("job")
+        return value if isinstance(value, str) and value else None
+
+
+def _report_checkpoint(step: int) -> None:
+    """status.progress.lastCheckpointStep: the checkpoint is durable now (rank 0's reporter sends it)."""
+    with contextlib.suppress(Exception):
+        progress.checkpointed(step)
 
 
 def _env_attempt() -> int | None:
@@ -200,6 +220,18 @@ def _env_attempt() -> int | None:
         return int(os.environ[ENV_ATTEMPT])
     except (KeyError, ValueError):
         return None
+
+
+def _newer(fences: list[dict], job: str | None, attempt: int | None) -> list[dict]:
+    """The fences written after writer (job, attempt) started: a later attempt of its job, or any
+    fence after the job's own last one (another job took the directory over). A writer that never
+    fenced (attempt None: written by hand or before fencing) is older than every fence."""
+    if attempt is None:
+        return fences
+    mine = [i for i, f in enumerate(fences) if f.get("job") == job]
+    last = mine[-1] if mine else -1
+    return [f for i, f in enumerate(fences)
+            if (f.get("job") == job and f["attempt"] > attempt) or (f.get("job") != job and i > last)]
 
 
 class Checkpointer:
@@ -214,11 +246,12 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3, *, rank: int | None = None,
-                 stateful: Mapping[str, Any] | None = None, attempt: int | None = None):
+                 stateful: Mapping[str, Any] | None = None, attempt: int | None = None, job: str | None = None):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.directory = Path(directory)
         self.attempt = _env_attempt() if attempt is None else int(attempt)  # None: not fenced
+        self.job = (os.environ.get(ENV_JOB_UID) or None) if job is None else job
         self.fenced_out = False  # a newer attempt took over: this one's saves are not written
         self.keep = int(keep)
         self._rank = rank
@@ -258,8 +291,9 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ fencing of superseded attempts
 
-    def fences(self) -> list[dict[str, int]]:
-        """[{"attempt": A, "from": S}, ...]: attempt A resumed from step S (0: from scratch)."""
+    def fences(self) -> list[dict[str, Any]]:
+        """[{"job": J, "attempt": A, "from": S}, ...], oldest first: attempt A of job J resumed from
+        step S (0: from scratch). "job" is absent in fences of writers that had no job uid."""
         try:
             doc = json.loads((self.directory / FENCE).read_text())
         except (OSError, ValueError):
@@ -272,9 +306,7 @@ class Checkpointer:
             return entries
 
         def ok(e: Entry) -> bool:
-            a = e.attempt
-            wrote = -1 if a is None else a
-            return all(e.step <= f["from"] for f in fences if f["attempt"] > wrote)
+            return all(e.step <= f["from"] for f in _newer(fences, e.job, e.attempt))
 
         return [e for e in entries if ok(e)]
 
@@ -284,9 +316,12 @@ class Checkpointer:
             return
         with _locked(self.directory / (FENCE + ".lock")):
             fences = self.fences()
-            if any(f["attempt"] >= self.attempt for f in fences):
-                return  # fenced already (by this attempt, or a newer one)
-            fences.append({"attempt": self.attempt, "from": int(resumed_from)})
+            if any(f.get("job") == self.job and f["attempt"] >= self.attempt for f in fences):
+                return  # fenced already (by this attempt, or a newer one of this job)
+            fence = {"attempt": self.attempt, "from": int(resumed_from)}
+            if self.job is not None:
+                fence["job"] = self.job
+            fences.append(fence)
             payload = (json.dumps({"fences": fences[-64:]}, sort_keys=True) + "\n").encode()
             _atomic_write_bytes(self.directory / FENCE, lambda f: f.write(payload))
             fsync_dir(self.directory)
@@ -295,9 +330,9 @@ class Checkpointer:
         """True when a newer attempt has started: this writer must not publish any more."""
         if self.attempt is None:
             return False
-        if any(f["attempt"] > self.attempt for f in self.fences()):
+        if _newer(self.fences(), self.job, self.attempt):
             if not self.fenced_out:
-                log.warning("attempt %d is superseded by a newer attempt: its checkpoints are no longer written",
+                log.warning("attempt %d is superseded by a newer attempt or job: its checkpoints are no longer written",
                             self.attempt)
             self.fenced_out = True
         return self.fenced_out
@@ -381,6 +416,8 @@ class Checkpointer:
                "time": time.time()}
         if self.attempt is not None:
             doc["attempt"] = self.attempt
+        if self.job is not None:
+            doc["job"] = self.job
         payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
         with self._publishing() as allowed:
             if not allowed:  # a newer attempt started while this one was writing: never publish
@@ -393,6 +430,7 @@ class Checkpointer:
             os.replace(tmp, path)
             _atomic_write_bytes(manifest, lambda f: f.write(payload))
             fsync_dir(self.directory)
+        _report_checkpoint(step)
         self._prune(step)
 
     @contextlib.contextmanager
@@ -621,6 +659,8 @@ class Checkpointer:
         doc = {"format": FORMAT_VERSION, "step": int(step), "time": time.time()}
         if self.attempt is not None:
             doc["attempt"] = self.attempt
+        if self.job is not None:
+            doc["job"] = self.job
         payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
         with self._publishing() as allowed:
             if not allowed:
@@ -632,6 +672,7 @@ class Checkpointer:
                 shutil.rmtree(final)
             os.replace(partial, final)
             fsync_dir(self.directory)
+        _report_checkpoint(step)
         self._prune_dcp(step)
 
     def _wait_dcp(self) -> None:

@@ -7,7 +7,10 @@ torchrun does not. Around it the launcher:
 
 1. waits (up to the rendezvous join timeout) until the host of ``PET_RDZV_ENDPOINT`` resolves: a
    pod's DNS record appears a moment after the pod starts, and torchrun fails at once on
-   "host not found";
+   "host not found". Meanwhile a worker other than 0 also reads the job's Lease
+   (``TRAINYARD_PROGRESS_LEASE``, one GET with the pod's token): once the operator has published
+   worker 0's pod IP for this rendezvous there, torchrun is started with that IP as the endpoint
+   (the cluster DNS caches a "no such name" answer for up to 30 s, longer than the IP takes);
 2. forwards SIGTERM/SIGINT/SIGHUP to the child's process group and exits with the child's exit
    code, made faithful to the worker: torchrun exits 1 for any failed worker, so the launcher reads
    the "Root Cause" block torchrun prints on stderr (it passes stderr through unchanged) and exits
@@ -18,8 +21,13 @@ torchrun does not. Around it the launcher:
 3. if ``TRAINYARD_HEARTBEAT_FILE`` and ``TRAINYARD_PROGRESS_DEADLINE_SECONDS`` are set, watches the
    heartbeat's mtime: when it is older than the deadline, training is hung (seen for real: after an
    in-place restart, workers blocked forever in "Gloo connectFullMesh failed ... Connection
-   refused"). It kills every process it started (SIGTERM, then SIGKILL), writes
-   ``Hung: no training progress for N s`` to /dev/termination-log and stderr, and exits 86.
+   refused"). Until a trainer's first step (the file says ``starting``: written when torchrun
+   starts, and by a trainer that starts) the deadline is ``TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS``
+   instead. It kills every process it started (SIGTERM, then SIGKILL), writes
+   ``Hung: no training progress for N s`` to /dev/termination-log and stderr, and exits 86. The
+   operator's own hang detection (the job's Lease) fires 30 s earlier: this is its backstop;
+4. worker 0 notes in the job's Lease that torchrun started (``trainyard.dev/launcher``): the
+   operator then knows this gang can report its progress, and judges its startup.
 
 Explicit torchrun flags: only ``--local-addr 127.0.0.1`` when the rendezvous endpoint is a loopback
 address (local runs), because torchrun otherwise advertises ``socket.getfqdn()`` as the address of
@@ -50,12 +58,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .contract import HUNG_EXIT_CODE, HUNG_MESSAGE_PREFIX, PEER_LOST_EXIT_CODE
-from .heartbeat import ENV_DEADLINE, ENV_FILE, touch
+from . import contract
+from .contract import (
+    ANNOTATION_LAUNCHER,
+    ANNOTATION_RENDEZVOUS,
+    ENV_ATTEMPT,
+    ENV_WORKER_INDEX,
+    HUNG_EXIT_CODE,
+    HUNG_MESSAGE_PREFIX,
+    PEER_LOST_EXIT_CODE,
+)
+from .heartbeat import ENV_DEADLINE, ENV_FILE, ENV_FIRST_DEADLINE, STARTING, mark, state_of, touch
 
 DEFAULT_JOIN_TIMEOUT = 600.0
-ENV_RUNTIME = "TRAINYARD_RUNTIME"
-ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+ENV_RUNTIME = contract.ENV_RUNTIME
+ENV_JOIN_TIMEOUT = contract.ENV_JOIN_TIMEOUT
 RUNTIMES = ("torchrun", "tensorflow")
 # Both overridable from the environment (tests, or a pod with a custom terminationMessagePath).
 TERMINATION_LOG = os.environ.get("TRAINYARD_TERMINATION_LOG", "/dev/termination-log")
@@ -139,6 +156,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _positive(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    value = float(raw) if raw else None
+    if value is not None and value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     script: str
@@ -150,6 +182,10 @@ class LaunchConfig:
     progress_deadline: float | None
     runtime: str = "torchrun"
     peers: tuple[tuple[str, int | None], ...] = ()  # tensorflow: every host in TF_CONFIG
+    first_deadline: float | None = None  # until a trainer's first step (the heartbeat says "starting")
+    worker_index: int | None = None
+    attempt: int | None = None
+    rendezvous_attempt: int | None = None  # from PET_RDZV_ID (<job uid>-<n>)
 
     @classmethod
     def from_env(cls, argv: Sequence[str], env: Mapping[str, str]) -> LaunchConfig:
@@ -166,12 +202,11 @@ class LaunchConfig:
         else:
             join_timeout = float(env.get(ENV_JOIN_TIMEOUT) or DEFAULT_JOIN_TIMEOUT)
             ep = None
-            peers = parse_tf_config_hosts(env.get("TF_CONFIG"))
+            peers = parse_tf_config_hosts(env.get(contract.TF_CONFIG))
         hb = env.get(ENV_FILE) or None
-        deadline_raw = env.get(ENV_DEADLINE)
-        deadline = float(deadline_raw) if deadline_raw else None
-        if deadline is not None and deadline <= 0:
-            raise ValueError(f"{ENV_DEADLINE} must be positive, got {deadline_raw!r}")
+        deadline, first = _positive(env, ENV_DEADLINE), _positive(env, ENV_FIRST_DEADLINE)
+        rdzv_id = env.get("PET_RDZV_ID") or ""
+        tail = rdzv_id.rpartition("-")[2]
         return cls(
             script=argv[0],
             args=tuple(argv[1:]),
@@ -182,7 +217,18 @@ class LaunchConfig:
             progress_deadline=deadline,
             runtime=runtime,
             peers=peers,
+            first_deadline=first,
+            worker_index=_int_or_none(env.get(ENV_WORKER_INDEX)),
+            attempt=_int_or_none(env.get(ENV_ATTEMPT)),
+            rendezvous_attempt=_int_or_none(tail) if "-" in rdzv_id else None,
         )
+
+    def deadline_for(self, state: str) -> float:
+        """The watchdog's deadline for the heartbeat's state (STARTING: the first-step budget)."""
+        assert self.progress_deadline is not None
+        if state == STARTING and self.first_deadline is not None:
+            return self.first_deadline
+        return self.progress_deadline
 
     @property
     def watchdog(self) -> bool:
@@ -257,7 +303,9 @@ def final_exit_code(child_code: int, worker_exitcode: int | None = None, forward
     return code
 
 
-def hung_message(deadline: float) -> str:
+def hung_message(deadline: float, starting: bool = False) -> str:
+    if starting:
+        return f"{HUNG_MESSAGE_PREFIX}no first training step within {deadline:g} s of the trainer's start"
     return f"{HUNG_MESSAGE_PREFIX}no training progress for {deadline:g} s"
 
 
@@ -279,8 +327,11 @@ def wait_for_dns(
     interval: float = 1.0,
     what: str = "rendezvous host",
     then: str = "starting torchrun anyway",
-) -> bool:
-    """Block until ``host`` resolves or ``timeout`` passes; one line is printed while waiting."""
+    fallback: Callable[[], str | None] | None = None,
+) -> bool | str:
+    """Block until ``host`` resolves or ``timeout`` passes; one line is printed while waiting.
+    Returns True once it resolves, False after the timeout, or the address ``fallback`` gave (it is
+    asked after every failed lookup: worker 0's pod IP from the job's Lease, or None)."""
     resolve = resolve or (lambda h, p: socket.getaddrinfo(h, p, type=socket.SOCK_STREAM))
     start = clock()
     announced = False
@@ -292,6 +343,11 @@ def wait_for_dns(
             return True
         except (socket.gaierror, UnicodeError, OSError):
             pass
+        address = fallback() if fallback is not None else None
+        if address:
+            _say(f"{what} {host} does not resolve yet after {clock() - start:.1f} s; using {address}, worker 0's "
+                 "pod IP from the job's Lease")
+            return address
         if clock() - start >= timeout:
             _say(f"{what} {host} still does not resolve after {timeout:g} s; {then}")
             return False
@@ -449,8 +505,52 @@ class Launcher:
                 return
             time.sleep(0.05)
 
-    def _report_hung(self) -> None:
-        msg = hung_message(self.cfg.progress_deadline or 0)
+    # -- the job's Lease
+    def _lease(self):
+        if not hasattr(self, "_lease_obj"):
+            from .lease import lease_from_env
+
+            self._lease_obj = lease_from_env(self.env)
+        return self._lease_obj
+
+    def _announce_start(self) -> None:
+        """Worker 0 notes that torchrun started: the operator then judges this gang's startup."""
+        from .lease import micro_time
+
+        lease = self._lease()
+        if lease is None or self.cfg.attempt is None:
+            return
+        doc = json.dumps({"attempt": self.cfg.attempt, "time": micro_time()}, separators=(",", ":"))
+        try:
+            lease.patch({ANNOTATION_LAUNCHER: doc})
+        except Exception as e:  # noqa: BLE001 - never a reason not to train
+            _say(f"could not note the start in the job's Lease: {e}")
+
+    def _rendezvous_ip(self) -> str | None:
+        """Worker 0's pod IP for this rendezvous, as the operator published it in the Lease (one GET
+        per call, at most one a second), or None."""
+        now = time.monotonic()
+        if now < getattr(self, "_next_lease_read", 0.0):
+            return None
+        self._next_lease_read = now + 1.0
+        lease = self._lease()
+        if lease is None or self.cfg.rendezvous_attempt is None:
+            return None
+        try:
+            raw = lease.annotations().get(ANNOTATION_RENDEZVOUS)
+            doc = json.loads(raw) if raw else None
+        except Exception as e:  # noqa: BLE001 - DNS remains
+            if not getattr(self, "_lease_warned", False):
+                self._lease_warned = True
+                _say(f"cannot read the job's Lease (waiting for DNS instead): {e}")
+            return None
+        if isinstance(doc, dict) and doc.get("attempt") == self.cfg.rendezvous_attempt and doc.get("ip"):
+            return str(doc["ip"])
+        return None
+
+    def _report_hung(self, starting: bool = False) -> None:
+        cfg = self.cfg
+        msg = hung_message((cfg.deadline_for(STARTING) if starting else cfg.progress_deadline) or 0, starting)
         _say(msg)
         with contextlib.suppress(OSError):
             if os.path.exists(TERMINATION_LOG) and os.access(TERMINATION_LOG, os.W_OK):
@@ -463,12 +563,16 @@ class Launcher:
         cfg = self.cfg
         if cfg.heartbeat_file:
             try:
-                touch(cfg.heartbeat_file)
+                mark(cfg.heartbeat_file, STARTING)  # the probe's first-step budget covers the DNS wait too
             except OSError as exc:
                 _say(f"error: cannot write the heartbeat file {cfg.heartbeat_file}: {exc}")
                 return 2
         if cfg.endpoint_host:
-            wait_for_dns(cfg.endpoint_host, cfg.endpoint_port, cfg.join_timeout)
+            fallback = self._rendezvous_ip if cfg.worker_index not in (None, 0) else None
+            found = wait_for_dns(cfg.endpoint_host, cfg.endpoint_port, cfg.join_timeout, fallback=fallback)
+            if isinstance(found, str):
+                host = f"[{found}]" if ":" in found else found
+                self.env["PET_RDZV_ENDPOINT"] = f"{host}:{cfg.endpoint_port}" if cfg.endpoint_port else host
         if cfg.peers:  # tensorflow: every peer, within one join timeout in all
             deadline = time.monotonic() + cfg.join_timeout
             for host, port in cfg.peers:
@@ -478,7 +582,9 @@ class Launcher:
         _set_child_subreaper()
         argv = build_argv(cfg, self.python)
         if cfg.heartbeat_file:
-            touch(cfg.heartbeat_file)  # the deadline counts from torchrun's start, not from before DNS
+            mark(cfg.heartbeat_file, STARTING)  # the first-step budget counts from torchrun's start, not before DNS
+        if cfg.worker_index == 0:
+            threading.Thread(target=self._announce_start, name="trainyard-launch-lease", daemon=True).start()
         read_fd, write_fd = os.pipe()
         # No signal may land between fork and recording the child's pid: block them around it.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
@@ -520,10 +626,11 @@ class Launcher:
                 except FileNotFoundError:
                     touch(cfg.heartbeat_file)  # someone removed it: start the clock again
                     age = 0.0
-                if age > cfg.progress_deadline:
+                state = state_of(cfg.heartbeat_file)
+                if age > cfg.deadline_for(state):
                     self._kill_everything()
                     self._join_stderr()
-                    self._report_hung()
+                    self._report_hung(state == STARTING and cfg.first_deadline is not None)
                     return HUNG_EXIT_CODE
             time.sleep(poll)
 

@@ -49,6 +49,16 @@ these rules, so a missing permission fails them. */}}
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "list"]
+{{- /* Each job's progress Lease: the operator creates it, watches it, publishes worker 0's pod IP in
+it (patch), and lets the job's ServiceAccount get and patch that one Lease (a Role with
+resourceNames and its RoleBinding): granting needs no escalate or bind, because the operator holds
+get and patch on leases itself. */}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create"]
 {{ include "trainyard.kueueRules" . }}
 {{- end -}}
 

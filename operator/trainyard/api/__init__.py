@@ -24,6 +24,7 @@ from .models import (
     FailurePolicy,
     ObjectMeta,
     Phase,
+    Progress,
     Rendezvous,
     RestartPolicy,
     RestartScope,
@@ -37,6 +38,6 @@ __all__ = [
     "API_VERSION", "GROUP", "KIND", "MAX_NAME_LENGTH", "PLURAL", "SHORT_NAMES", "SINGULAR", "TEMPLATE_SCHEMA",
     "TRAINER_CONTAINER", "VERSION", "Checkpoint", "CleanPodPolicy", "Condition", "DistributedTrainingJob",
     "DistributedTrainingJobSpec", "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "ObjectMeta",
-    "Phase", "Rendezvous", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts", "semantic_errors",
+    "Phase", "Progress", "Rendezvous", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts", "semantic_errors",
     "trainer_container",
 ]

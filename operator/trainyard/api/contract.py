@@ -18,14 +18,49 @@ PET_MAX_RESTARTS = "PET_MAX_RESTARTS"
 
 # -- what the trainer library and trainyard-launch read
 ENV_JOB_NAME = "TRAINYARD_JOB_NAME"
+ENV_JOB_UID = "TRAINYARD_JOB_UID"  # checkpoints name the job that wrote them (fencing)
 ENV_WORKER_INDEX = "TRAINYARD_WORKER_INDEX"
 ENV_ATTEMPT = "TRAINYARD_ATTEMPT"
 ENV_CHECKPOINT_DIR = "TRAINYARD_CHECKPOINT_DIR"
 ENV_HEARTBEAT_FILE = "TRAINYARD_HEARTBEAT_FILE"
 ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
+# The launcher's watchdog until a (re)started trainer completes its first step (the startup budget).
+ENV_FIRST_PROGRESS_DEADLINE = "TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS"
+# Where rank 0 reports its progress: "<namespace>/<name>" of the job's Lease (Kubernetes), or the
+# local runtime's stand-in for it, a directory with one file per annotation (LOCAL_LEASE_FILES).
+ENV_PROGRESS_LEASE = "TRAINYARD_PROGRESS_LEASE"
+ENV_PROGRESS_DIR = "TRAINYARD_PROGRESS_DIR"
+# Rank 0 sends a report at most this often (seconds; a step that comes later than that after the
+# last report is sent at once).
+ENV_PROGRESS_INTERVAL = "TRAINYARD_PROGRESS_INTERVAL_SECONDS"
 
-TRAINER_ENV_NAMES = (ENV_JOB_NAME, ENV_WORKER_INDEX, ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_HEARTBEAT_FILE,
-                     ENV_PROGRESS_DEADLINE)
+# spec.runtime tensorflow: trainyard-launch runs the script itself (no torchrun) once every
+# TF_CONFIG host resolves, waiting up to the join timeout.
+ENV_RUNTIME = "TRAINYARD_RUNTIME"
+ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+TF_CONFIG = "TF_CONFIG"
+
+TRAINER_ENV_NAMES = (ENV_JOB_NAME, ENV_JOB_UID, ENV_WORKER_INDEX, ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_HEARTBEAT_FILE,
+                     ENV_PROGRESS_DEADLINE, ENV_FIRST_PROGRESS_DEADLINE, ENV_PROGRESS_LEASE, ENV_PROGRESS_DIR,
+                     ENV_PROGRESS_INTERVAL, ENV_RUNTIME, ENV_JOIN_TIMEOUT)
+
+# -- progress reports: the job's Lease (coordination.k8s.io/v1, <job>-progress), which only rank 0
+# (through the pod's ServiceAccount token, `get` and `patch` on that one object) and the operator
+# write. Each writer owns its own annotation, so a JSON merge patch of one never touches another's.
+ANNOTATION_PROGRESS = "trainyard.dev/progress"  # rank 0: a JSON object with PROGRESS_FIELDS
+ANNOTATION_LAUNCHER = "trainyard.dev/launcher"  # worker 0's trainyard-launch, once per start: {"attempt", "time"}
+ANNOTATION_RENDEZVOUS = "trainyard.dev/rendezvous"  # the operator: worker 0's pod IP, {"attempt", "ip"}
+PROGRESS_FIELDS = ("attempt", "worker", "time", "step", "training", "totalSteps", "loss", "samplesPerSecond",
+                   "stepsPerSecond", "startStep", "startTime", "checkpointStep", "checkpointTime", "metrics")
+LAUNCHER_FIELDS = ("attempt", "time")
+RENDEZVOUS_FIELDS = ("attempt", "ip")
+# The local runtime's stand-in for the Lease: <workdir>/lease/<file> for each annotation.
+LOCAL_LEASE_DIR = "lease"
+LOCAL_LEASE_FILES = {ANNOTATION_PROGRESS: "progress.json", ANNOTATION_LAUNCHER: "launcher.json"}
+# How often rank 0 sends at most when nothing asks for faster (a short progress deadline does).
+PROGRESS_INTERVAL_SECONDS = 10
+# At most this many extra metrics (report(**metrics)) go into a report, and into status.progress.
+MAX_PROGRESS_METRICS = 16
 
 # -- what torch.distributed's env:// initialisation reads. Every worker gets them (engine/env.py
 # says which values and why), as PyTorchJob sets them, so a plain `python train.py` that calls
@@ -37,7 +72,7 @@ RANK = "RANK"
 
 # -- names a user may not set (in any container, init container or envFrom prefix): Trainyard
 # sets them, and a second value would split or break the rendezvous.
-RESERVED_ENV_NAMES = (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK)
+RESERVED_ENV_NAMES = (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, TF_CONFIG)
 RESERVED_ENV_PREFIXES = ("PET_", "TRAINYARD_")
 
 # trainyard-launch exits with this code when its heartbeat goes stale (reason Hung), after a

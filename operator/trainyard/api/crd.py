@@ -124,6 +124,8 @@ ROOT_RULES = [
                           "every worker mounts the claim it names"),
     _frozen_while_running("spec.elastic", _same_optional("spec.elastic"),
                           "every worker's PET_NNODES comes from it"),
+    _frozen_while_running("spec.runtime", _same_optional("spec.runtime"),
+                          "every worker was started by it"),
     # `kubectl scale` of a fixed-size job: new workers would get PET_NNODES=N:N for another N.
     cel(
         f"{_NOT_RUNNING} || has(self.spec.elastic) || "
@@ -213,8 +215,17 @@ def crd() -> dict[str, Any]:
                          "description": "Workers running and ready"},
                         {"name": "Desired", "type": "integer", "jsonPath": ".status.workers.desired"},
                         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+                        {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step",
+                         "description": "The last training step rank 0 reported"},
+                        {"name": "%", "type": "number", "jsonPath": ".status.progress.percent",
+                         "description": "step / totalSteps"},
+                        {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta",
+                         "description": "Time left when the step was reported, at the recent step rate"},
                         {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
                         {"name": "Disruptions", "type": "integer", "jsonPath": ".status.disruptions", "priority": 1},
+                        {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "priority": 1},
+                        {"name": "Last-Ckpt", "type": "integer", "jsonPath": ".status.progress.lastCheckpointStep",
+                         "priority": 1, "description": "The step of the last completed checkpoint"},
                         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

@@ -26,12 +26,13 @@ from .spec import (
     RestartScope,
     RunPolicy,
 )
-from .status import Condition, DistributedTrainingJobStatus, Phase, WorkerCounts
+from .status import Condition, DistributedTrainingJobStatus, Phase, Progress, WorkerCounts
 
 __all__ = [
     "API_VERSION", "GROUP", "KIND", "MAX_NAME_LENGTH", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION", "Checkpoint",
     "CleanPodPolicy", "Condition", "DistributedTrainingJob", "DistributedTrainingJobSpec",
-    "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "Model", "ObjectMeta", "Phase", "Rendezvous",
+    "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "Model", "ObjectMeta", "Phase", "Progress",
+    "Rendezvous",
     "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts",
 ]
 

@@ -34,6 +34,12 @@ def claim_name(job: str) -> str:
     return f"{job}-checkpoints"
 
 
+def progress_lease_name(job: str) -> str:
+    """The job's Lease (coordination.k8s.io) that rank 0 renews with its progress; the Role and the
+    RoleBinding that let the job's ServiceAccount patch exactly that object have the same name."""
+    return f"{job}-progress"
+
+
 # The cluster's DNS domain (the kubelet's clusterDomain). TRAINYARD_CLUSTER_DOMAIN overrides it for
 # clusters that use another one.
 CLUSTER_DOMAIN = os.environ.get("TRAINYARD_CLUSTER_DOMAIN", "cluster.local")

@@ -13,10 +13,19 @@ from .cel import Expr, cel, concat, int_text
 
 # The bound on every deadline and TTL: a year. Longer ones are surely mistakes, and the bound keeps
 # the engine's datetime arithmetic (which overflows past year 9999) and the liveness probe's int32
-# initialDelaySeconds (progressDeadlineSeconds + 30) in range.
+# initialDelaySeconds (firstProgressDeadlineSeconds + 60) in range.
 MAX_DURATION_SECONDS = 365 * 86400
 # Hostnames are <job>-<attempt>-<index>: a 6-digit index at most (see MAX_NAME_LENGTH).
 MAX_WORKERS = 100000
+# The startup budget of hang detection when firstProgressDeadlineSeconds is unset (at least the
+# progress deadline): the rendezvous join timeout's default, and what a real node took to a first
+# step is far below it (70-85 s).
+DEFAULT_FIRST_PROGRESS_SECONDS = 600
+
+
+class Runtime(StrEnum):
+    TORCHRUN = "torchrun"
+    TENSORFLOW = "tensorflow"
 
 
 class RestartPolicy(StrEnum):
@@ -210,6 +219,18 @@ class FailurePolicy(Model):
 class RunPolicy(Model):
     """Lifetime and scheduling of the job as a whole."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.firstProgressDeadlineSeconds) || has(self.progressDeadlineSeconds)",
+                    "spec.runPolicy.firstProgressDeadlineSeconds needs spec.runPolicy.progressDeadlineSeconds: it is "
+                    "the startup budget of hang detection, which that deadline turns on",
+                    ".firstProgressDeadlineSeconds",
+                )
+            ]
+        }
+    )
     active_deadline_seconds: int | None = Field(
         None, ge=1, le=MAX_DURATION_SECONDS,
         description="Fail the job this long after it started running (the clock restarts on resume). At most a year.",
@@ -228,10 +249,19 @@ class RunPolicy(Model):
     progress_deadline_seconds: int | None = Field(
         None, ge=1, le=MAX_DURATION_SECONDS,
         description=(
-            "Declare the job hung when no worker reports training progress (the trainer library's heartbeat) "
-            "for this long, and restart the gang with reason Hung (counted as a restart). The clock starts when "
-            "a worker starts, so a hang in the rendezvous is caught too: make it longer than a gang's startup. "
-            "At most a year."
+            "Restart the gang with reason Hung (counted as a restart) when it reports no training step for this "
+            "long. Rank 0 reports its steps through the trainer library (trainyard_trainer.progress) into the job's "
+            "Lease at most every 10 s, so make it longer than the slowest step plus 10 s. A gang's start (until its "
+            "first step, and after every trainer restart) has its own budget, firstProgressDeadlineSeconds. "
+            "trainyard-launch's watchdog and a liveness probe are a backstop 30 and 60 s later. At most a year."
+        ),
+    )
+    first_progress_deadline_seconds: int | None = Field(
+        None, ge=1, le=MAX_DURATION_SECONDS,
+        description=(
+            "The startup budget of hang detection: how long a gang may take from the start of its last worker (or "
+            "of a restarted trainer) to its first training step before it is restarted with reason Hung. Default: "
+            "progressDeadlineSeconds, but at least 600. Needs progressDeadlineSeconds. At most a year."
         ),
     )
     suspend: bool = Field(False, description="Delete the workers and pause the job; resuming is not a restart.")
@@ -244,6 +274,15 @@ class RunPolicy(Model):
     )
     scheduler_name: str | None = Field(None, max_length=253, description="schedulerName for the worker pods.")
     priority_class_name: str | None = Field(None, max_length=253, description="priorityClassName for the worker pods.")
+
+    @property
+    def first_progress_budget(self) -> int | None:
+        """The startup budget of hang detection (None: no hang detection)."""
+        if self.progress_deadline_seconds is None:
+            return None
+        if self.first_progress_deadline_seconds is not None:
+            return self.first_progress_deadline_seconds
+        return max(DEFAULT_FIRST_PROGRESS_SECONDS, self.progress_deadline_seconds)
 
 
 class DistributedTrainingJobSpec(Model):
@@ -277,6 +316,21 @@ class DistributedTrainingJobSpec(Model):
                     ".failurePolicy.restartScope",
                 ),
                 cel(
+                    "!has(self.runtime) || self.runtime != 'tensorflow' || (!has(self.elastic) && "
+                    "(!has(self.procsPerWorker) || self.procsPerWorker == 1))",
+                    "spec.runtime tensorflow runs one fixed-size MultiWorkerMirroredStrategy group: one process per "
+                    "worker (procsPerWorker 1) and no spec.elastic",
+                    ".runtime",
+                ),
+                cel(
+                    "!has(self.runtime) || self.runtime != 'tensorflow' || !has(self.failurePolicy) || "
+                    "((!has(self.failurePolicy.restartScope) || self.failurePolicy.restartScope == 'Gang') && "
+                    "(!has(self.failurePolicy.inPlaceRestarts) || self.failurePolicy.inPlaceRestarts == 0))",
+                    "spec.runtime tensorflow recovers by gang restarts only: MultiWorkerMirroredStrategy cannot take "
+                    "a replacement worker nor restart one in place (restartScope Gang, inPlaceRestarts 0)",
+                    ".failurePolicy",
+                ),
+                cel(
                     "!has(self.failurePolicy) || !has(self.failurePolicy.restartScope) || "
                     "self.failurePolicy.restartScope != 'Worker' || "
                     "(has(self.failurePolicy.inPlaceRestarts) && self.failurePolicy.inPlaceRestarts >= 1)",
@@ -287,6 +341,15 @@ class DistributedTrainingJobSpec(Model):
                 ),
             ]
         }
+    )
+    runtime: Runtime = Field(
+        Runtime.TORCHRUN,
+        description=(
+            "What runs in each worker. torchrun (default): trainyard-launch starts torchrun with the PET_* "
+            "rendezvous. tensorflow: trainyard-launch starts the script itself with TF_CONFIG listing every worker "
+            "(MultiWorkerMirroredStrategy), one process per worker, gang restarts only. Horovod is not supported: "
+            "migrate to torchrun (docs/frameworks.md). Changes only while the job is Suspended."
+        ),
     )
     workers: int | None = Field(
         None, ge=1, le=MAX_WORKERS,

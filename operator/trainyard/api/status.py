@@ -53,6 +53,37 @@ class Members(Model):
         True, description="False: their pods are yet to be created (the apiserver refused them; retried with a backoff).")
 
 
+class Progress(Model):
+    """Training progress as rank 0 last reported it (through the job's Lease), written at most every
+    30 seconds. After a gang restart it keeps the last known step, marked stale, until the new gang
+    reports; resumedFromStep then says where the new gang started (with status.restarts: "resumed at
+    step 300 after restart 1")."""
+
+    step: int | None = Field(None, description="The last completed optimizer step.")
+    total_steps: int | None = Field(None, description="The steps the training runs for, as the trainer reports it.")
+    percent: float | None = Field(None, description="step / totalSteps, in percent (one decimal).")
+    loss: float | None = Field(None, description="The last reported loss.")
+    samples_per_second: float | None = Field(None, description="Training throughput, all workers together.")
+    last_checkpoint_step: int | None = Field(None, description="The step of the last completed checkpoint.")
+    last_checkpoint_time: datetime | None = Field(None, description="When the last checkpoint completed.")
+    estimated_completion_time: datetime | None = Field(
+        None, description="When training should reach totalSteps at the recent step rate.")
+    eta: str | None = Field(
+        None, max_length=32,
+        description="The time left until estimatedCompletionTime when this was reported, as kubectl prints "
+                    "durations (the ETA column).")
+    updated_at: datetime | None = Field(None, description="When the trainer reported this (the step's completion).")
+    observed_at: datetime | None = Field(None, description="When the operator wrote this into the status.")
+    attempt: int | None = Field(None, description="The attempt of the worker pod that reported it (rank 0's).")
+    resumed_from_step: int | None = Field(
+        None, description="The step the reporting gang resumed from (its checkpoint's); absent when it started at 0.")
+    stale: bool | None = Field(
+        None, description="True: this comes from an earlier gang; the current one has not reported yet.")
+    metrics: dict[str, float] | None = Field(
+        None, max_length=16, description="Extra metrics the trainer reported (at most 16).",
+        json_schema_extra={"additionalProperties": {"type": "number", "description": "The metric's last value."}})
+
+
 class DistributedTrainingJobStatus(Model):
     """Observed state, written only by the operator."""
 
@@ -84,6 +115,8 @@ class DistributedTrainingJobStatus(Model):
         None, description="Label selector of the job's worker pods, for the scale subresource (a HorizontalPodAutoscaler "
                           "reads it)."
     )
+    progress: Progress | None = Field(
+        None, description="Training progress as rank 0 reports it (step, ETA, loss, the last checkpoint).")
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -29,23 +29,26 @@ def job_rows(objs: list[dict[str, Any]], last: dict[str, Any], all_namespaces: b
         list[str], list[list[str]]]:
     from ..sdk import age  # not at import: `trainyard operator` sets KUBECONFIG before kubernetes is imported
 
-    headers = ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "AGE", "ATTEMPT", "LAST EVENT"]
+    headers = ["NAME", "PHASE", "READY", "DESIRED", "RESTARTS", "STEP", "%", "ETA", "AGE", "ATTEMPT", "LAST EVENT"]
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
     if wide:
-        headers += ["DISRUPTIONS", "MESSAGE"]
+        headers += ["LOSS", "LAST-CKPT", "DISRUPTIONS", "MESSAGE"]
     rows = []
     for o in objs:
         meta, st = o["metadata"], o.get("status") or {}
         w = st.get("workers") or {}
+        p = st.get("progress") or {}
         ev = last.get(meta.get("uid", ""))
         row = [meta["name"], _dash(st.get("phase")), str(w.get("ready", 0)), str(w.get("desired", 0)),
-               str(st.get("restarts", 0)), age(meta.get("creationTimestamp")), str(st.get("attempt", 0)),
+               str(st.get("restarts", 0)), _dash(p.get("step")), _dash(p.get("percent")), _dash(p.get("eta")),
+               age(meta.get("creationTimestamp")), str(st.get("attempt", 0)),
                _short(f"{ev.reason}: {ev.message}") if ev else "-"]
         if all_namespaces:
             row.insert(0, meta.get("namespace", ""))
         if wide:
-            row += [str(st.get("disruptions", 0)), _dash(st.get("message"))]
+            row += [_dash(p.get("loss")), _dash(p.get("lastCheckpointStep")), str(st.get("disruptions", 0)),
+                    _dash(st.get("message"))]
         rows.append(row)
     return headers, rows
 
@@ -81,6 +84,12 @@ def describe_text(obj: dict[str, Any], workers: list[Any], events: list[Any]) ->
         spec = None
     limit = f" of backoffLimit {spec.failure_policy.backoff_limit}" if spec else ""
     field("Restarts", f"{st.get('restarts', 0)}{limit} (disruptions {st.get('disruptions', 0)}, never counted)")
+    from ..sdk import progress_line
+
+    line = progress_line(obj)
+    if line is not None:
+        reported = (st.get("progress") or {}).get("updatedAt")
+        field("Progress", line + (f" (reported {age(reported)} ago)" if reported else ""))
     field("Started", when(st.get("startTime")))
     field("Completed", when(st.get("completionTime")))
     if st.get("backoffUntil"):

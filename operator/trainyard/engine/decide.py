@@ -15,9 +15,12 @@ from ..api import DistributedTrainingJob
 from ..api import reasons as R
 from .decision import Decision, Finish
 from .plan import Plan
+from .progress import update_progress
 from .roster import write_roster
 from .rules import RULES
 from .workers import Child, Worker
+
+_REMADE = ("Service", "PersistentVolumeClaim")  # children a gang cannot start without
 
 
 def decide(job: DistributedTrainingJob, workers: list[Worker], now: datetime,
@@ -48,5 +51,6 @@ def decide(job: DistributedTrainingJob, workers: list[Worker], now: datetime,
     # someone deleted them); so does any gang whose children were refused or are missing.
     plan.ensure_children = bool(plan.create) and (
         job.status.condition(R.CREATED) is None or plan.status.rendezvous_attempt != job.status.rendezvous_attempt
-        or any(c.refusal is not None or c.exists is False for c in d.children))
+        or any(c.refusal is not None or c.exists is False for c in d.children if c.kind in _REMADE))
+    d.wake_at(update_progress(job.status, plan.status, d.children, now))  # last: it sees every other change
     return plan

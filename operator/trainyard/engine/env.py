@@ -20,10 +20,27 @@ torchrun sets all four again for each process it starts, so they never reach a t
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from ..api import DistributedTrainingJob, RestartScope
 from ..api import contract as C
 from ..api.names import rendezvous_id
+from ..api.spec import Runtime
 from .plan import Launch
+
+# trainyard-launch's watchdog is the backstop of the engine's hang detection (for when the operator
+# is down): it fires this long after the engine would have.
+LAUNCHER_BACKSTOP_SECONDS = 30
+
+
+def report_interval(job: DistributedTrainingJob) -> int:
+    """How often rank 0 sends at most: 10 s, or a fifth of a shorter progress deadline (at least 1 s),
+    so that the deadline always spans several reports."""
+    deadline = job.spec.run_policy.progress_deadline_seconds
+    if deadline is None:
+        return C.PROGRESS_INTERVAL_SECONDS
+    return max(1, min(C.PROGRESS_INTERVAL_SECONDS, deadline // 5))
 
 
 def rendezvous_conf(job: DistributedTrainingJob, is_host: bool) -> str:
@@ -58,19 +75,40 @@ def distributed_env(job: DistributedTrainingJob, launch: Launch, master_host: st
     return env + [(C.WORLD_SIZE, sentence), (C.RANK, sentence)]
 
 
+def tf_config(peers: Sequence[str], index: int) -> str:
+    """MultiWorkerMirroredStrategy's cluster: every worker's host:port in index order, and this one."""
+    return json.dumps({"cluster": {"worker": list(peers)}, "task": {"type": "worker", "index": index}},
+                      separators=(",", ":"))
+
+
 def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, port: int,
-               checkpoint_dir: str | None, heartbeat_file: str | None = None) -> list[dict[str, str]]:
+               checkpoint_dir: str | None, heartbeat_file: str | None = None,
+               peers: Sequence[str] | None = None, *, progress_lease: str | None = None,
+               progress_dir: str | None = None) -> list[dict[str, str]]:
+    """`endpoint_host:port`: worker 0's rendezvous store (torchrun); `peers`: host:port of every
+    worker of the gang, by index (tensorflow: its TF_CONFIG). `progress_lease` ("<namespace>/<name>",
+    Kubernetes) or `progress_dir` (the local runtime's stand-in) is where rank 0 reports its progress."""
     spec = job.spec
-    env = [
-        (C.PET_NNODES, spec.nnodes),
-        (C.PET_NPROC_PER_NODE, str(spec.procs_per_worker)),
-        (C.PET_RDZV_BACKEND, "c10d"),
-        (C.PET_RDZV_ENDPOINT, f"{endpoint_host}:{port}"),
-        (C.PET_RDZV_ID, rendezvous_id(job.metadata.uid, launch.rendezvous_attempt)),
-        (C.PET_RDZV_CONF, rendezvous_conf(job, launch.index == 0)),
-        (C.PET_MAX_RESTARTS, str(spec.failure_policy.in_place_restarts)),
-        *distributed_env(job, launch, endpoint_host, port),
+    if spec.runtime == Runtime.TENSORFLOW:
+        env = [
+            (C.ENV_RUNTIME, Runtime.TENSORFLOW.value),
+            (C.ENV_JOIN_TIMEOUT, str(spec.rendezvous.join_timeout_seconds)),
+            (C.TF_CONFIG, tf_config(peers or [f"{endpoint_host}:{port}"], launch.index)),
+        ]
+    else:
+        env = [
+            (C.PET_NNODES, spec.nnodes),
+            (C.PET_NPROC_PER_NODE, str(spec.procs_per_worker)),
+            (C.PET_RDZV_BACKEND, "c10d"),
+            (C.PET_RDZV_ENDPOINT, f"{endpoint_host}:{port}"),
+            (C.PET_RDZV_ID, rendezvous_id(job.metadata.uid, launch.rendezvous_attempt)),
+            (C.PET_RDZV_CONF, rendezvous_conf(job, launch.index == 0)),
+            (C.PET_MAX_RESTARTS, str(spec.failure_policy.in_place_restarts)),
+            *distributed_env(job, launch, endpoint_host, port),
+        ]
+    env += [
         (C.ENV_JOB_NAME, job.metadata.name),
+        (C.ENV_JOB_UID, job.metadata.uid),
         (C.ENV_WORKER_INDEX, str(launch.index)),
         (C.ENV_ATTEMPT, str(launch.attempt)),
     ]
@@ -80,8 +118,16 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, 
         # A replacement joins the survivors' rendezvous; torch 2.13's agents share its TCP store with
         # the workers and then wait on a key the replacement never writes (pytorch#135712, #147064).
         env.append(("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"))
-    deadline = spec.run_policy.progress_deadline_seconds
-    if deadline is not None and heartbeat_file is not None:
+    if progress_lease is not None:
+        env.append((C.ENV_PROGRESS_LEASE, progress_lease))
+    if progress_dir is not None:
+        env.append((C.ENV_PROGRESS_DIR, progress_dir))
+    if progress_lease is not None or progress_dir is not None:
+        env.append((C.ENV_PROGRESS_INTERVAL, str(report_interval(job))))
+    deadline, budget = spec.run_policy.progress_deadline_seconds, spec.run_policy.first_progress_budget
+    if deadline is not None and budget is not None and heartbeat_file is not None:
+        # The launcher's watchdog is the backstop: it fires LAUNCHER_BACKSTOP_SECONDS after the engine would.
         env.append((C.ENV_HEARTBEAT_FILE, heartbeat_file))
-        env.append((C.ENV_PROGRESS_DEADLINE, str(deadline)))
+        env.append((C.ENV_PROGRESS_DEADLINE, str(deadline + LAUNCHER_BACKSTOP_SECONDS)))
+        env.append((C.ENV_FIRST_PROGRESS_DEADLINE, str(budget + LAUNCHER_BACKSTOP_SECONDS)))
     return [{"name": k, "value": v} for k, v in env]

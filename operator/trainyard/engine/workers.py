@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ..api import contract, reasons
+from ..api.progress import LauncherStart, Report
 from .admission import Admission
 
 
@@ -54,12 +55,13 @@ class Worker:
     message: str = ""
     disruption: str | None = None  # Evicted, NodeLost or PodDeleted: not the workload's fault
     created_at: datetime | None = None
+    # when its trainer started running (the container's startedAt, the process's start); None: unknown
+    started_at: datetime | None = None
     finished_at: datetime | None = None
-    # newest heartbeat, for backends that can see it (the local runtime); None when unknown
-    last_progress: datetime | None = None
     # it has reported training progress since it started; None: this backend cannot tell
     training: bool | None = None
     node: str = ""
+    address: str = ""  # its network address (a pod IP), when it has one and the backend knows it
     # its node has not been Ready since then (the Kubernetes driver reads the Node)
     node_unready_since: datetime | None = None
     # False: its pod does not exist yet (the apiserver refused it, or a retry is due); then
@@ -88,14 +90,22 @@ class Worker:
                        reason=reasons.POD_DELETED, message=f"pod {self.name} was deleted")
 
 
+LEASE = "Lease"
+
+
 @dataclass(frozen=True)
 class Child:
-    """The job's Service, checkpoint claim or (a queued job) Kueue Workload, as the backend sees it."""
+    """The job's Service, checkpoint claim, progress Lease or (a queued job) Kueue Workload, as the
+    backend sees it."""
 
-    kind: str  # "Service", "PersistentVolumeClaim" or "Workload"
+    kind: str  # "Service", "PersistentVolumeClaim", LEASE or "Workload"
     name: str
     exists: bool | None = None  # None: this backend does not know
     phase: str = ""  # a claim's phase: Pending, Bound, Lost
     message: str = ""  # why a claim is not bound (the provisioner's or the binder's latest warning)
     refusal: Refusal | None = None  # the apiserver refused to create it
     admission: Admission | None = None  # a Workload's: what the queue says
+    # The Lease (the local runtime: its stand-in directory): rank 0's newest progress report, and
+    # the newest start of worker 0's launcher, whatever their attempts
+    report: Report | None = None
+    launcher: LauncherStart | None = None

@@ -14,8 +14,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .. import api
+from ..api import contract
 from ..api import reasons as R
 from ..api.names import LABEL_QUEUE_NAME, claim_name, service_name, workload_name
+from ..api.progress import rendezvous_annotation
 from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
 from ..engine.refusals import retry_at
@@ -24,10 +26,20 @@ from ..engine.writes import COUNTS_INTERVAL_SECONDS, urgent
 from . import kueue
 from .client import Conflict, KubeClient, api_message, api_reason
 from .expectations import Expectations
-from .manifests import checkpoint_claim, headless_service, worker_pod, workload
+from .leases import LeaseState
+from .manifests import (
+    checkpoint_claim,
+    headless_service,
+    progress_lease,
+    progress_role,
+    progress_role_binding,
+    worker_pod,
+    workload,
+)
 from .nodes import NodeState
 
 SERVICE, CLAIM, WORKLOAD = "Service", "PersistentVolumeClaim", "Workload"
+PROGRESS_KINDS = ("Lease", "Role", "RoleBinding")
 CLAIM_LOOKUP_SECONDS = 10.0  # how often a pending claim's state and latest warning are read
 
 
@@ -46,13 +58,15 @@ class KubeBackend:
                  nodes: Callable[[], dict[str, NodeState] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  workloads: Callable[[], list[kueue.WorkloadState]] | None = None,
-                 kueue_served: Callable[[], bool] | None = None):
+                 kueue_served: Callable[[], bool] | None = None,
+                 leases: Callable[[], list[tuple[str, LeaseState]]] | None = None):
         self.client = client
         self.clock = clock
         self.indexed = indexed  # (controller owner uid, worker) of every pod labelled with the job's name
         self.expectations = expectations or Expectations()
         self.log = log or logging.getLogger("trainyard.kube")
         self.nodes = nodes or (lambda: None)
+        self.leases = leases or (lambda: [])  # (controller owner uid, state) of the Leases labelled with the job's name
         self.refused: dict[str, tuple[Launch | None, Refusal]] = {}  # by pod name, or by child kind
         self.claim: Child | None = None
         self.made: set[tuple[str, int]] = set()  # (kind, rendezvous attempt): children made for that gang
@@ -65,6 +79,7 @@ class KubeBackend:
         self.kueue_served = kueue_served or (lambda: False)
         self._workload_sent: str | None = None  # the Workload we created, until the index shows it
         self._flavors: dict[str, dict[str, Any]] = {}
+        self._published: set[tuple[int, str]] = set()  # (rendezvous attempt, IP) written into the Lease
 
     # -- observe
     def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -81,6 +96,9 @@ class KubeBackend:
             children.append(self._claim_state(job))
         if (queue := job.metadata.labels.get(LABEL_QUEUE_NAME)) is not None:
             children.append(self._workload_child(job, queue))
+        lease = self._lease(job)
+        if lease is not None:
+            children.append(lease.child())
         return seen + refused, children
 
     # -- Kueue (kube.kueue)
@@ -151,6 +169,9 @@ class KubeBackend:
                 self.client.apply_workload_status(wl.namespace, wl.name, kueue.apply_body(wl, conditions))
         return True
 
+    def _lease(self, job: api.DistributedTrainingJob) -> LeaseState | None:
+        return next((s for owner, s in self.leases() if owner == job.metadata.uid), None)
+
     def _with_nodes(self, workers: list[Worker], pinned: str | None) -> list[Worker]:
         """Workers on a node that is gone are lost at once; on an unready one, from when it stopped
         being Ready (the engine waits a grace before it counts them lost). A node the template pins
@@ -217,6 +238,8 @@ class KubeBackend:
 
         refused = self._create(job, plan)
         if refused:
+            if plan.ensure_children:  # a gang starts, held back by a refusal: the next decision may not say so
+                self._progress_children(job)
             return Applied.DECIDE_AGAIN
 
         new_status = status_body(plan.status)
@@ -235,6 +258,10 @@ class KubeBackend:
         if plan.delete_job:
             client.delete_job(meta.namespace, meta.name)
         self.expectations.forget_before(plan.status.rendezvous_attempt)
+        # Progress reporting, after the status: never in the way of a decision's own writes.
+        if plan.ensure_children:
+            self._progress_children(job)
+        self._publish_rendezvous(job, plan)
         return outcome
 
     def _tally_wait(self) -> float:
@@ -289,6 +316,50 @@ class KubeBackend:
                 self.expectations.creation_failed(launch.name)
             self._refuse(launch, key, err, now)
         return any_refused
+
+    # -- progress reports (the job's Lease; kube.leases, api.contract): best effort, never a refusal
+    def _progress_children(self, job: api.DistributedTrainingJob) -> None:
+        """The Lease, and the Role and RoleBinding that let the job's ServiceAccount get and patch it,
+        at a gang's start (every gang's workers report into the same Lease): made once, and again
+        only when the Lease is not to be seen (someone deleted it, or an operator before this one
+        made none). A refusal is a warning: without them the job still trains, the engine judges no
+        hang (it sees no report of the gang) and trainyard-launch's watchdog remains."""
+        if self._lease(job) is None:
+            self.made = {k for k in self.made if k[0] not in PROGRESS_KINDS}
+        for build in (progress_lease, progress_role, progress_role_binding):
+            manifest = build(job)
+            key = (manifest["kind"], -1)
+            if key in self.made:
+                continue
+            try:
+                created = self.client.create(manifest)
+                err = None if created else self._foreign(job, manifest)
+            except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
+                err = e
+            if err is None:
+                self.made.add(key)
+            else:
+                self.log.warning("creating %s %s failed (progress reports and hang detection need it): %s",
+                                 manifest["kind"], manifest["metadata"]["name"], _message(err))
+
+    def _publish_rendezvous(self, job: api.DistributedTrainingJob, plan: Plan) -> None:
+        """Worker 0's pod IP for the current rendezvous, into the Lease as soon as the pod has one: the
+        other workers' launchers read it while the cluster DNS still answers (and caches) "no such
+        name" for worker 0. One patch per gang."""
+        lease = self._lease(job)
+        attempt = plan.status.rendezvous_attempt
+        if lease is None or (lease.rendezvous is not None and lease.rendezvous[0] == attempt):
+            return
+        host = next((w for _, w in self.indexed() if w.index == 0 and w.attempt == attempt and w.address), None)
+        if host is None or (attempt, host.address) in self._published:
+            return
+        try:
+            self.client.patch_lease_annotations(job.metadata.namespace, lease.name,
+                                                {contract.ANNOTATION_RENDEZVOUS: rendezvous_annotation(attempt,
+                                                                                                       host.address)})
+            self._published.add((attempt, host.address))
+        except Exception as e:  # noqa: BLE001 - the workers wait for DNS instead
+            self.log.warning("publishing worker 0's address in Lease %s failed: %s", lease.name, _message(e))
 
     def _foreign(self, job: api.DistributedTrainingJob, manifest: dict[str, Any]) -> BaseException | None:
         """The name is taken; if the object is not this job's, say so (a retained claim has no owner)."""

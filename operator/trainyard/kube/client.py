@@ -65,6 +65,18 @@ def counted(verb: str, resource: str, fn, *args, **kwargs):
     return out
 
 
+# kind -> (API path prefix, plural) of every kind the operator creates
+KINDS = {
+    "Pod": ("/api/v1", "pods"),
+    "Service": ("/api/v1", "services"),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "Workload": ("/apis/kueue.x-k8s.io/v1beta2", "workloads"),
+}
+
+
 class Conflict(Exception):
     """The job changed since it was read: re-read it and decide again."""
 
@@ -121,11 +133,9 @@ class KubeClient:
         restart: every name is a function of the job and the attempt). Strict field validation:
         a misspelt template field is refused, and the apiserver's answer names it."""
         kind, meta = manifest["kind"], manifest["metadata"]
-        plural = {"Pod": "pods", "Service": "services", "PersistentVolumeClaim": "persistentvolumeclaims",
-                  "Workload": "workloads"}[kind]
-        base = "/api/v1" if manifest["apiVersion"] == "v1" else f"/apis/{manifest['apiVersion']}"
+        prefix, plural = KINDS[kind]
         try:
-            counted("create", plural, self.send, "POST", f"{base}/namespaces/{meta['namespace']}/{plural}", manifest,
+            counted("create", plural, self.send, "POST", f"{prefix}/namespaces/{meta['namespace']}/{plural}", manifest,
                     {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"})
             return True
         except ApiException as e:
@@ -141,15 +151,43 @@ class KubeClient:
     def owners(self, manifest: dict[str, Any]) -> list[str] | None:
         """The uids of an existing object's owners, or None if it is gone."""
         meta = manifest["metadata"]
-        read = {"Pod": self.core.read_namespaced_pod, "Service": self.core.read_namespaced_service,
-                "PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim}[manifest["kind"]]
+        prefix, plural = KINDS[manifest["kind"]]
         try:
-            obj = counted("get", manifest["kind"].lower() + "s", read, meta["name"], meta["namespace"])
+            obj = counted("get", plural, self.read, f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}")
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
-        return [o.uid for o in obj.metadata.owner_references or []]
+        return [o.get("uid", "") for o in (obj.get("metadata") or {}).get("ownerReferences") or []]
+
+    def read(self, path: str) -> dict[str, Any]:
+        """GET of one object as the apiserver sent it."""
+        method_, url, headers, data, post = self.api.param_serialize(
+            method="GET", resource_path=path, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method_, url, headers, data, post, _request_timeout=self.request_timeout)
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=resp.data.decode(errors="replace"), data=None)
+        return json.loads(resp.data)
+
+    def patch_lease_annotations(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """A JSON merge patch of the Lease's annotations (only the keys given change)."""
+        prefix, plural = KINDS["Lease"]
+        body = {"metadata": {"annotations": annotations}}
+        method_, url, headers, data, post = self.api.param_serialize(
+            method="PATCH", resource_path=f"{prefix}/namespaces/{namespace}/{plural}/{name}",
+            query_params=[("fieldManager", FIELD_MANAGER)],
+            header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"}, body=body,
+            auth_settings=["BearerToken"])
+
+        def call() -> None:
+            resp = self.api.call_api(method_, url, headers, data, post, _request_timeout=self.request_timeout)
+            resp.read()
+            if not 200 <= resp.status <= 299:
+                raise ApiException.from_response(http_resp=resp, body=resp.data.decode(errors="replace"), data=None)
+
+        counted("patch", plural, call)
 
     def claim_state(self, namespace: str, name: str) -> tuple[str | None, str]:
         """A claim's phase (None: it does not exist) and, if it is not Bound, its newest warning."""

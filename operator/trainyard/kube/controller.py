@@ -22,6 +22,7 @@ from ..api import admission
 from ..api.names import LABEL_JOB_NAME
 from . import kueue, metrics
 from .client import KubeClient, load_config
+from .leases import from_lease
 from .loop import Loops
 from .nodes import node_state
 from .pods import from_pod
@@ -33,11 +34,12 @@ RECONCILE_THREADS = 32
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pods: kopf.Index,
-                    node_states: kopf.Index, workloads: kopf.Index, **_: Any) -> None:
+                    node_states: kopf.Index, workloads: kopf.Index, job_leases: kopf.Index, **_: Any) -> None:
     settings.persistence.finalizer = "trainyard.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainyard.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trainyard.dev")
     settings.watching.label_selectors["pods"] = LABEL_JOB_NAME
+    settings.watching.label_selectors["leases"] = LABEL_JOB_NAME
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
@@ -47,6 +49,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pod
         memo["loops"] = Loops(KubeClient(load_config(memo.get("kubeconfig"))))
     memo["loops"].index = worker_pods  # kopf fills these before any resource handler runs
     memo["loops"].node_index = node_states
+    memo["loops"].lease_index = job_leases
     memo["loops"].workload_index = workloads
     loops = memo["loops"]
     loops.kueue = await asyncio.to_thread(loops.client.served, kueue.API_VERSION, kueue.PLURAL)
@@ -95,6 +98,25 @@ async def workload_event(namespace: str, labels: dict, memo: kopf.Memo, **_: Any
     loop = memo["loops"].get((namespace, labels[LABEL_JOB_NAME]))
     if loop is not None:
         loop.wake()
+
+
+# The jobs' progress Leases (rank 0 renews its own with its progress; kube.leases): an index, read
+# by each job's backend, and events that wake its loop when the progress matters (JobLoop.lease_changed).
+@kopf.index("coordination.k8s.io", "v1", "leases", labels={LABEL_JOB_NAME: kopf.PRESENT})
+async def job_leases(namespace: str, body: kopf.Body, **_: Any) -> dict:
+    seen = from_lease(dict(body))
+    if seen is None:
+        return {}
+    job, owner, state = seen
+    return {(namespace, job): (owner, state)}
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={LABEL_JOB_NAME: kopf.PRESENT})
+async def lease_event(event: dict, namespace: str, labels: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    loop = memo["loops"].get((namespace, labels[LABEL_JOB_NAME]))
+    seen = from_lease(dict(body)) if event.get("type") != "DELETED" else None
+    if loop is not None and seen is not None:
+        loop.lease_changed(seen[2])
 
 
 @kopf.index("nodes")

@@ -26,12 +26,14 @@ from ..api.errors import validation_message
 from ..engine import Applied, reconcile
 from ..engine.conditions import set_condition
 from ..engine.plan import Event, Plan
+from ..engine.progress import PROGRESS_WRITE_SECONDS
 from ..engine.workers import Worker
 from . import metrics
 from .backend import KubeBackend, status_body
 from .client import Conflict, KubeClient, api_message
 from .expectations import Expectations
 from .jobcache import JobCache
+from .leases import LeaseState
 from .nodes import NodeState
 
 log = logging.getLogger("trainyard.controller")
@@ -75,6 +77,7 @@ class JobLoop:
     nodes: Callable[[], dict[str, NodeState] | None] = lambda: None
     workloads: Callable[[], list[Any]] = lambda: []
     kueue: Callable[[], bool] = lambda: False
+    leases: Callable[[], list[tuple[str, LeaseState]]] = lambda: []
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     requeue: float | None = None
@@ -83,6 +86,9 @@ class JobLoop:
     woken_at: float = 0.0  # when the event that triggered the next reconcile arrived
     failure_seen_at: float | None = None  # a restart is decided; its new workers are not created yet
     phase: str | None = None
+    lease_seen: tuple = ()  # what the last lease event that woke the loop said (lease_changed)
+    lease_woken_at: float = 0.0
+    lease_timer: asyncio.TimerHandle | None = None
     log: logging.LoggerAdapter = field(init=False)
     backend: KubeBackend = field(init=False)
     _nudge: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
@@ -91,7 +97,30 @@ class JobLoop:
     def __post_init__(self) -> None:
         self.log = job_logger(self.namespace, self.name)
         self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log, self.nodes,
-                                   workloads=self.workloads, kueue_served=self.kueue)
+                                   workloads=self.workloads, kueue_served=self.kueue, leases=self.leases)
+
+    def lease_changed(self, lease: LeaseState) -> None:
+        """The job's Lease changed (rank 0 renews it every few seconds while it trains). It wakes the
+        loop when the gang's reporting changed (a new attempt, its start, its first step, the
+        launcher's start; worker 0's address is the operator's own write), and otherwise at most every
+        PROGRESS_WRITE_SECONDS, as often as status.progress may change. Hang detection needs no
+        wake-up: the engine's timer reads the newest report when it fires."""
+        r = lease.report
+        seen = (r.attempt if r else None, r.training if r else None, lease.launcher)
+        now = time.monotonic()
+        if seen != self.lease_seen or now - self.lease_woken_at >= PROGRESS_WRITE_SECONDS:
+            self.lease_seen = seen
+            self._lease_wake()
+        elif self.lease_timer is None:  # held back: the newest report is looked at when it may be written
+            delay = self.lease_woken_at + PROGRESS_WRITE_SECONDS - now
+            self.lease_timer = asyncio.get_running_loop().call_later(delay, self._lease_wake)
+
+    def _lease_wake(self) -> None:
+        if self.lease_timer is not None:
+            self.lease_timer.cancel()
+            self.lease_timer = None
+        self.lease_woken_at = time.monotonic()
+        self.wake()
 
     def wake(self) -> None:
         if self._nudge is not None:
@@ -240,6 +269,7 @@ class Loops:
     client: KubeClient
     index: Any = None  # the kopf index of pods by job, bound at startup
     node_index: Any = None  # the kopf index of node states by name, bound at startup
+    lease_index: Any = None  # the kopf index of the jobs' progress Leases, bound at startup
     loops: dict[tuple[str, str], JobLoop] = field(default_factory=dict)
     node_ready: dict[str, bool | None] = field(default_factory=dict)
     workload_index: Any = None  # the kopf index of Kueue Workloads by job, bound at startup
@@ -253,6 +283,9 @@ class Loops:
 
     def workloads(self, key: tuple[str, str]) -> Callable[[], list[Any]]:
         return lambda: list(self.workload_index.get(key, [])) if self.workload_index is not None else []
+
+    def leases(self, key: tuple[str, str]) -> Callable[[], list[tuple[str, LeaseState]]]:
+        return lambda: list(self.lease_index.get(key, [])) if self.lease_index is not None else []
 
     def nodes(self) -> dict[str, NodeState] | None:
         """Every node's state (None: nodes are not watched, so no worker is judged by its node)."""
@@ -279,7 +312,7 @@ class Loops:
         loop = self.loops.get(key)
         if loop is None:
             loop = JobLoop(namespace, name, self.client, self.indexed(key), self.nodes, self.workloads(key),
-                           lambda: self.kueue)
+                           lambda: self.kueue, self.leases(key))
             loop.task = asyncio.create_task(loop.run(self), name=f"trainyard:{namespace}/{name}")
             self.loops[key] = loop
         if body is not None:

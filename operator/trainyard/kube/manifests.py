@@ -1,4 +1,5 @@
-"""Pure builders for the job's children: worker pods, the headless Service, the checkpoint claim.
+"""Pure builders for the job's children: worker pods, the headless Service, the checkpoint claim,
+and the progress Lease with the Role and RoleBinding that let the job's ServiceAccount patch it.
 
 Each returns a plain manifest dict; tests compare them by exact equality.
 """
@@ -17,13 +18,15 @@ from ..api.names import (
     LABEL_WORKER_INDEX,
     MANAGED_BY,
     claim_name,
+    progress_lease_name,
     service_name,
     worker_fqdn,
     worker_name,
     workload_name,
 )
+from ..api.spec import Runtime
 from ..engine.admission import Placement
-from ..engine.env import worker_env
+from ..engine.env import LAUNCHER_BACKSTOP_SECONDS, worker_env
 from ..engine.plan import Launch
 
 CHECKPOINT_VOLUME = "trainyard-checkpoints"
@@ -34,9 +37,10 @@ HEARTBEAT_FILE = f"{RUN_DIR}/heartbeat"
 # usually root-owned 0755 when first mounted; with this fsGroup the kubelet makes it group-owned
 # and group-writable, so the trainer's uid can write its checkpoints.
 TRAINER_IMAGE_GID = 1000
-# The launcher's own watchdog fires at the deadline; the probe is the backstop for a launcher
-# that is itself stuck, so it waits a little longer.
-PROBE_SLACK_SECONDS = 30
+# The engine's hang detection fires at the deadline, the launcher's watchdog 30 s later (when the
+# operator is down); the probe is the backstop for a launcher that is itself stuck, 30 s after that.
+PROBE_SLACK_SECONDS = LAUNCHER_BACKSTOP_SECONDS + 30
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def owner_reference(job: DistributedTrainingJob) -> dict[str, Any]:
@@ -54,13 +58,64 @@ def _labels(job: DistributedTrainingJob) -> dict[str, str]:
     return {LABEL_JOB_NAME: job.metadata.name, LABEL_MANAGED_BY: MANAGED_BY}
 
 
-def heartbeat_probe(deadline: int) -> dict[str, Any]:
+def heartbeat_probe(deadline: int, first: int | None = None) -> dict[str, Any]:
+    """The heartbeat's age against the deadline, or the first-step budget while the file says
+    ``starting`` (trainyard-launch writes it when it starts torchrun; a trainer when it starts)."""
     limit = deadline + PROBE_SLACK_SECONDS
+    first_limit = (deadline if first is None else first) + PROBE_SLACK_SECONDS
+    f = HEARTBEAT_FILE
     return {
-        "exec": {"command": ["sh", "-c", f"test $(( $(date +%s) - $(stat -c %Y {HEARTBEAT_FILE}) )) -lt {limit}"]},
-        "initialDelaySeconds": limit,
+        "exec": {"command": ["sh", "-c", f"a=$(( $(date +%s) - $(stat -c %Y {f}) )) && if grep -q starting {f}; "
+                                         f"then test $a -lt {first_limit}; else test $a -lt {limit}; fi"]},
+        "initialDelaySeconds": first_limit,
         "periodSeconds": 10,
         "failureThreshold": 1,
+    }
+
+
+def service_account_of(job: DistributedTrainingJob) -> str:
+    spec = job.spec.template.get("spec") or {}
+    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+
+
+def progress_lease(job: DistributedTrainingJob) -> dict[str, Any]:
+    """The Lease rank 0 renews with its progress (annotations; api.contract), worker 0's launcher
+    notes its start in, and the operator publishes worker 0's pod IP in."""
+    meta = job.metadata
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": progress_lease_name(meta.name), "namespace": meta.namespace, "labels": _labels(job),
+                     "ownerReferences": [owner_reference(job)]},
+        "spec": {},
+    }
+
+
+def progress_role(job: DistributedTrainingJob) -> dict[str, Any]:
+    """`get` and `patch` on the job's Lease, and nothing else: resourceNames names that one object."""
+    meta = job.metadata
+    name = progress_lease_name(meta.name)
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": meta.namespace, "labels": _labels(job),
+                     "ownerReferences": [owner_reference(job)]},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [name],
+                   "verbs": ["get", "patch"]}],
+    }
+
+
+def progress_role_binding(job: DistributedTrainingJob) -> dict[str, Any]:
+    """The Role, to the ServiceAccount the workers run as (the template's, else "default")."""
+    meta = job.metadata
+    name = progress_lease_name(meta.name)
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": meta.namespace, "labels": _labels(job),
+                     "ownerReferences": [owner_reference(job)]},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account_of(job), "namespace": meta.namespace}],
     }
 
 
@@ -100,6 +155,10 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch, placement: Placement
     pod_spec: dict[str, Any] = template["spec"]
     name = worker_name(meta.name, launch.attempt, launch.index)
     endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0)
+    port = spec.rendezvous.port
+    # Every worker of the gang, by index (a tensorflow job's TF_CONFIG); all of one attempt.
+    peers = [f"{worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, i)}:{port}"
+             for i in range(spec.desired_workers)] if spec.runtime == Runtime.TENSORFLOW else None
     ckpt = spec.checkpoint
 
     deadline = spec.run_policy.progress_deadline_seconds
@@ -107,14 +166,15 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch, placement: Placement
         if c.get("name") != TRAINER_CONTAINER:
             continue
         # Ours first, so the user's env can refer to them as $(PET_RDZV_ID) and the like.
-        c["env"] = worker_env(job, launch, endpoint, spec.rendezvous.port, ckpt.mount_path if ckpt else None,
-                              HEARTBEAT_FILE if deadline else None) + (c.get("env") or [])
+        c["env"] = worker_env(job, launch, endpoint, port, ckpt.mount_path if ckpt else None,
+                              HEARTBEAT_FILE if deadline else None, peers,
+                              progress_lease=f"{meta.namespace}/{progress_lease_name(meta.name)}") + (c.get("env") or [])
         mounts = list(c.get("volumeMounts") or [])
         if ckpt:
             mounts.append({"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path})
         if deadline:
             mounts.append({"name": RUN_VOLUME, "mountPath": RUN_DIR})
-            c["livenessProbe"] = heartbeat_probe(deadline)
+            c["livenessProbe"] = heartbeat_probe(deadline, spec.run_policy.first_progress_budget)
         if mounts:
             c["volumeMounts"] = mounts
     volumes = list(pod_spec.get("volumes") or [])

@@ -51,14 +51,17 @@ def from_pod(pod: dict[str, Any], trainer: str = TRAINER_CONTAINER) -> Worker | 
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     cstatuses = status.get("containerStatuses") or []
     trainer_status = next((c for c in cstatuses if c.get("name") == trainer), None)
-    terminated = ((trainer_status or {}).get("state") or {}).get("terminated")
+    state = (trainer_status or {}).get("state") or {}
+    terminated = state.get("terminated")
     base = Worker(
         name=meta.get("name", ""),
         index=index,
         attempt=attempt,
         state=State.PENDING,
         created_at=_ts(meta.get("creationTimestamp")),
+        started_at=_ts((state.get("running") or terminated or {}).get("startedAt")),
         node=(pod.get("spec") or {}).get("nodeName") or "",
+        address=status.get("podIP") or "",
     )
 
     disruption = _DISRUPTION_POD_REASONS.get(status.get("reason") or "")

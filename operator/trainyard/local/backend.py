@@ -1,7 +1,8 @@
 """The local backend: each worker is the trainer container's command, run with exactly the env a
 pod would get, except that the rendezvous is on 127.0.0.1 (a fresh port per gang) and the
 checkpoint volume is a local directory. Workers live under one directory:
-<workdir>/attempt-<n>/worker-<i>.log, with the heartbeat file next to the log."""
+<workdir>/attempt-<n>/worker-<i>.log, with the heartbeat file next to the log; the job's Lease is
+<workdir>/lease/, one file per annotation (rank 0's progress report, worker 0's launcher start)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from pathlib import Path
 import psutil
 
 from ..api import DistributedTrainingJob, contract, progress, trainer_container
+from ..api.progress import parse_launcher, parse_report
+from ..api.spec import Runtime
 from ..api.template import TRAINER_CONTAINER
 from ..engine.backend import Applied
 from ..engine.env import worker_env
 from ..engine.plan import Event, Launch, Plan
-from ..engine.workers import Child, Refusal, State, Worker
+from ..engine.workers import LEASE, Child, Refusal, State, Worker
 from .processes import alive, free_port, kill_tree
 
 STOP_GRACE_SECONDS = 5.0
@@ -104,31 +107,45 @@ class LocalBackend:
         self.workers: dict[str, LocalWorker] = {}  # current and finished, until deleted
         self.refused: dict[str, tuple[Launch, Refusal]] = {}  # workers whose process could not start
         self.stopping: list[tuple[LocalWorker, float]] = []
-        self.ports: dict[int, int] = {}  # rendezvous attempt -> port: a fresh one per gang
+        self.ports: dict[int, list[int]] = {}  # rendezvous attempt -> its ports: fresh ones per gang
+        for file in contract.LOCAL_LEASE_FILES.values():  # a new job's Lease: nothing of an earlier run's
+            with contextlib.suppress(FileNotFoundError):
+                (self.lease_dir / file).unlink()
 
     # -- the backend contract
+    @property
+    def lease_dir(self) -> Path:
+        return self.workdir / contract.LOCAL_LEASE_DIR
+
+    def lease(self) -> Child:
+        """The stand-in for the job's Lease: what rank 0 and worker 0's launcher last wrote there."""
+        texts = {}
+        for key, file in contract.LOCAL_LEASE_FILES.items():
+            with contextlib.suppress(OSError):
+                texts[key] = (self.lease_dir / file).read_text()
+        return Child(LEASE, str(self.lease_dir), exists=True,
+                     report=parse_report(texts.get(contract.ANNOTATION_PROGRESS)),
+                     launcher=parse_launcher(texts.get(contract.ANNOTATION_LAUNCHER)))
+
     def observe(self, job: DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
         self.poll()
         out = [Worker(name, launch.index, launch.attempt, State.PENDING, exists=False, refusal=refusal)
                for name, (launch, refusal) in self.refused.items()]
         for name, w in self.workers.items():
             rc = w.proc.returncode
-            last = None
-            with contextlib.suppress(FileNotFoundError):
-                last = datetime.fromtimestamp(w.heartbeat.stat().st_mtime, UTC)
             if rc is None:
                 out.append(Worker(name, w.launch.index, w.launch.attempt, State.RUNNING, ready=True,
-                                  created_at=w.started, last_progress=last, training=w.training))
+                                  created_at=w.started, started_at=w.started, training=w.training))
             elif rc == 0:
                 out.append(Worker(name, w.launch.index, w.launch.attempt, State.SUCCEEDED, exit_code=0,
-                                  created_at=w.started, finished_at=w.finished))
+                                  created_at=w.started, started_at=w.started, finished_at=w.finished))
             else:
                 code, reason = exit_status(rc)
                 hung = code == contract.HUNG_EXIT_CODE
                 out.append(Worker(name, w.launch.index, w.launch.attempt, State.FAILED, exit_code=code,
-                                  reason=reason, hung=hung, created_at=w.started, finished_at=w.finished,
-                                  message=self.hung_line(w) if hung else ""))
-        return out, []
+                                  reason=reason, hung=hung, created_at=w.started, started_at=w.started,
+                                  finished_at=w.finished, message=self.hung_line(w) if hung else ""))
+        return out, [self.lease()]
 
     def apply(self, job: DistributedTrainingJob, plan: Plan) -> Applied:
         self.delete(plan.delete)
@@ -149,8 +166,12 @@ class LocalBackend:
         return argv
 
     def env(self, job: DistributedTrainingJob, launch: Launch, heartbeat: Path) -> dict[str, str]:
-        port = self.ports.setdefault(launch.rendezvous_attempt, free_port())
-        ours = worker_env(job, launch, "127.0.0.1", port, str(self.checkpoint_dir), str(heartbeat))
+        # A fresh port per gang (tensorflow: one per worker, all on this machine's loopback).
+        count = job.spec.desired_workers if job.spec.runtime == Runtime.TENSORFLOW else 1
+        ports = self.ports.setdefault(launch.rendezvous_attempt, [free_port() for _ in range(count)])
+        peers = [f"127.0.0.1:{p}" for p in ports] if count > 1 or job.spec.runtime == Runtime.TENSORFLOW else None
+        ours = worker_env(job, launch, "127.0.0.1", ports[0], str(self.checkpoint_dir), str(heartbeat), peers,
+                          progress_dir=str(self.lease_dir))
         env = container_env(trainer_container(job.spec.template) or {})
         env.update({e["name"]: e["value"] for e in ours})
         env.setdefault("PYTHONUNBUFFERED", "1")

@@ -59,6 +59,11 @@ class Runner:
         self.backend = backend_class(job, workdir, checkpoint_dir, on_line=self._line, on_event=self._event)
         self.result = RunResult(job, self.events)
         self._t0 = time.monotonic()
+        self._stop = False
+
+    def stop(self) -> None:
+        """Ends run() at its next step: every worker's process tree is stopped (from another thread)."""
+        self._stop = True
 
     @property
     def job(self) -> DistributedTrainingJob:
@@ -105,7 +110,7 @@ class Runner:
     def run(self, between: Callable[[], None] | None = None) -> RunResult:
         """Steps until the job is done; `between` runs after every step (the live view)."""
         try:
-            while self.step():
+            while not self._stop and self.step():
                 if between:
                     between()
                 time.sleep(self.tick)

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine.plan import Event
+from ..engine.progress import bar, newest_progress, progress_text
 from .backend import LocalWorker, exit_status
 from .runner import Runner
 
@@ -42,6 +43,10 @@ class View:
             (runner.job.metadata.name, "bold"), "  phase ", (str(st.phase.value if st.phase else "-"), "bold green"),
             f"  attempt {st.attempt}  restarts {st.restarts}  disruptions {st.disruptions}",
         )
+        parts = [head, Text(st.message or "")]
+        p = newest_progress([runner.backend.lease()], st)  # as status.progress says it, unthrottled
+        if p is not None and p.step is not None:
+            parts.append(self.progress_row(p, st.restarts, st.disruptions))
         table = Table(expand=True)
         for col in ("worker", "attempt", "pid", "state", "last progress"):
             table.add_column(col)
@@ -50,7 +55,15 @@ class View:
             state = ("running" if rc is None else "succeeded" if rc == 0
                      else exit_status(rc)[1] if rc < 0 else f"exit {rc}")
             table.add_row(str(w.launch.index), str(w.launch.attempt), str(w.proc.pid), state, Text(w.progress))
-        return Group(head, Text(st.message or ""), table, *self.recent)
+        return Group(*parts, table, *self.recent)
+
+    @staticmethod
+    def progress_row(p, restarts: int, disruptions: int) -> Text:
+        """``step 340/460 ━━━━━━━━━━━━━━╺━━━━ 73.9%  ETA 1m20s ...``: step/total, a bar and the ETA."""
+        if p.percent is None:
+            return Text(progress_text(p, restarts, disruptions))
+        style = "grey50" if p.stale else "green"
+        return Text.assemble((bar(p.percent), style), " ", progress_text(p, restarts, disruptions))
 
     def run(self, runner: Runner):
         if not self.live:

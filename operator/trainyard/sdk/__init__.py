@@ -6,6 +6,10 @@
     client = TrainyardClient()                                # the current kubeconfig context and its namespace
     name = client.submit(job)
     status = client.wait(name, timeout=3600)                  # a live status table in a terminal or a notebook
+    client.progress(name)                                     # status.progress: step, percent, ETA, loss ...
+
+`LocalClient` has the same methods for the workstation runtime (`trainyard run`'s engine and
+processes, in a thread of this process): a notebook without a cluster.
     steps = parse_progress(client.logs(name))                 # [{"step": 10, "loss": 2.28, ...}, ...]
 
 It is built on the pydantic models of `trainyard.api` (the same ones the CRD is generated from),
@@ -33,14 +37,15 @@ from .errors import (
 )
 from .info import DTJ, EventInfo, Resource, WorkerInfo, age, human_age
 from .job import Job, JobMeta
+from .local import LocalClient
 from .logs import LogItem, interleave, iter_lines, merge_by_time
-from .progress import parse_progress
-from .view import StatusView, render_status, status_line
+from .progress import parse_progress, progress_text
+from .view import StatusView, job_progress, progress_line, render_status, status_line
 
 __all__ = [
     "DTJ", "AccessDenied", "ApiError", "CRDNotInstalled", "ClusterUnreachable", "EventInfo", "InvalidInput",
-    "InvalidSpec", "Job", "JobExists", "JobMeta", "JobNotFound", "LogItem", "LogsUnavailable", "NamespaceNotFound",
+    "InvalidSpec", "Job", "JobExists", "JobMeta", "JobNotFound", "LocalClient", "LogItem", "LogsUnavailable", "NamespaceNotFound",
     "NotADistributedTrainingJob", "Resource", "StatusView", "TrainyardClient", "TrainyardError", "WaitTimeout",
-    "WorkerInfo", "age", "human_age", "interleave", "iter_lines", "merge_by_time", "parse_progress", "render_status",
-    "status_line",
+    "WorkerInfo", "age", "human_age", "interleave", "iter_lines", "job_progress", "merge_by_time", "parse_progress",
+    "progress_line", "progress_text", "render_status", "status_line",
 ]

@@ -167,6 +167,12 @@ class TrainyardClient:
     def status(self, name: str, namespace: str | None = None) -> api.DistributedTrainingJobStatus:
         return api.DistributedTrainingJobStatus.model_validate(self.get_raw(name, namespace).get("status") or {})
 
+    def progress(self, name: str, namespace: str | None = None) -> api.Progress | None:
+        """The job's training progress (status.progress: step, totalSteps, percent, loss, samples/s, the last
+        checkpoint, the ETA, and after a restart the step the gang resumed from), as rank 0 last reported
+        it; None before its first report. `trainyard.sdk.progress_line(job)` says it in one line."""
+        return self.status(name, namespace).progress
+
     def list_raw(self, namespace: str | None = None, all_namespaces: bool = False) -> list[dict[str, Any]]:
         r = self.resource
         if all_namespaces:

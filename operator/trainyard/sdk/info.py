@@ -9,6 +9,7 @@ from typing import Any
 from kubernetes import client
 
 from .. import api
+from ..api.progress import human_duration
 from ..kube.pods import from_pod
 
 # Turns the client's model objects back into the JSON the apiserver sent (for kube.pods.from_pod).
@@ -83,31 +84,7 @@ FOLLOW_READ_TIMEOUT = 30 * 86400
 
 def human_age(seconds: float) -> str:
     """kubectl's duration format (k8s.io/apimachinery/pkg/util/duration.HumanDuration)."""
-    s = int(seconds)
-    if s < -1:
-        return "<invalid>"
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = s // 3600
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        days = (hours // 24) % 365
-        return f"{hours // 24 // 365}y{days}d" if days else f"{hours // 24 // 365}y"
-    return f"{hours // 24 // 365}y"
+    return human_duration(seconds)
 
 
 def age(ts: datetime | str | None, now: datetime | None = None) -> str:

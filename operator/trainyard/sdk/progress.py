@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..api import contract, progress
+from ..engine.progress import progress_text
+
+__all__ = ["parse_progress", "progress_text"]
 
 _FILE_ATTEMPT = re.compile("^" + contract.ATTEMPT_DIR.replace("{attempt}", r"(\d+)") + "$")
 _FILE_WORKER = re.compile("^" + re.escape(contract.WORKER_LOG).replace(r"\{index\}", r"(\d+)") + "$")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import api
 from ..engine.gang import current_gang
+from ..engine.progress import bar, progress_text
 from .info import WorkerInfo, age
 
 
@@ -86,11 +87,35 @@ class StatusView:
             self._live = None
 
 
+def job_progress(obj: dict[str, Any]) -> api.Progress | None:
+    """status.progress of a job object, or None before the trainer's first report."""
+    raw = (obj.get("status") or {}).get("progress")
+    if not raw:
+        return None
+    try:
+        return api.Progress.model_validate(raw)
+    except Exception:  # a newer operator's field: show nothing rather than fail
+        return None
+
+
+def progress_line(obj: dict[str, Any]) -> str | None:
+    """"step 340/460 (73.9%), ETA 1m, loss 0.34 ...; resumed at step 300 after restart 1", or None."""
+    p = job_progress(obj)
+    if p is None or p.step is None:
+        return None
+    st = obj.get("status") or {}
+    return progress_text(p, st.get("restarts", 0), st.get("disruptions", 0))
+
+
 def status_line(obj: dict[str, Any]) -> str:
     st = obj.get("status") or {}
     w = st.get("workers") or {}
     line = (f"{obj['metadata']['name']}: {st.get('phase') or 'Pending'}  ready {w.get('ready', 0)}/"
             f"{w.get('desired', 0)}  attempt {st.get('attempt', 0)}  restarts {st.get('restarts', 0)}")
+    p = job_progress(obj)
+    if p is not None and p.step is not None:
+        line += f"  step {p.step}" + (f"/{p.total_steps}" if p.total_steps else "") + (
+            f"  ETA {p.eta}" if p.eta and not p.stale else "")
     return line + (f"  {st['message']}" if st.get("message") else "")
 
 
@@ -119,6 +144,10 @@ def render_status(obj: dict[str, Any], workers: list[WorkerInfo]) -> Any:
     parts: list[Any] = [head]
     if st.get("message"):
         parts.append(Text(st["message"]))
+    p, line = job_progress(obj), progress_line(obj)
+    if p is not None and line is not None:
+        parts.append(Text.assemble((bar(p.percent), "grey50" if p.stale else "green"), " ", line)
+                     if p.percent is not None else Text(line))
     if current:
         parts.append(table)
     return Group(*parts)

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--step-delay", type=float, default=float(os.environ.get("TRAINYARD_STEP_DELAY", "0")),
                    help="sleep this long after every step (tests: a deterministic window to kill a worker)")
+    p.add_argument("--first-step-delay", type=float, default=0.0,
+                   help="sleep this long before the first step (tests: a slow start, as a compiled model's)")
     p.add_argument("--weights-out", default=None, help="write rank-<R>.json with a checksum of the final weights")
     p.add_argument("--log-samples", default=None, help="append every step's sample ids to DIR/<run>-rank<R>-<pid>.jsonl")
     return p.parse_args(argv)
@@ -138,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             sampler.set_epoch(int(state.get("epoch", 0)))
 
     ddp = DDP(model) if distributed else model
-    progress = Progress(args.log_every, rank=rank)
+    # The step the training ends at (the percentage and the ETA of status.progress): what is left of
+    # this epoch and the whole epochs after it, at this world size.
+    total = step if sampler.epoch >= args.epochs else (
+        step + len(sampler) + (args.epochs - sampler.epoch - 1) * sampler.steps_per_epoch())
+    progress = Progress(args.log_every, rank=rank, total_steps=int(min(total, max_steps)))
     progress.start(step, sampler.position() if loaded is not None else None)
+    if args.first_step_delay:
+        time.sleep(args.first_step_delay)
     last_saved = step if loaded is not None else -1
     samples_log = open_samples_log(args.log_samples, rank, world, step, sampler) if args.log_samples else None
 

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build(args.hidden, args.layers)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     n_params = sum(p.numel() for p in model.parameters())
-    progress = Progress(args.log_every, rank=rank)
+    progress = Progress(args.log_every, rank=rank, total_steps=args.steps)
     progress.emit(f"[trainyard] model params={n_params} bytes={n_params * 4} world_size={world}")
 
     ckpt_dir = args.checkpoint_dir or os.environ.get("TRAINYARD_CHECKPOINT_DIR")
