@@ -12,6 +12,13 @@ ENV_RUNTIME = "TRAINYARD_RUNTIME"  # "tensorflow": run the script itself, no tor
 ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
 TF_CONFIG = "TF_CONFIG"
 
+# Warm spares (trainyard_trainer.warm): the socket a spare talks to the runtime on, the nice value
+# of its warm-up thread, and (benchmarks) timestamped phase lines of a warm start.
+ENV_WARM_FD = "TRAINYARD_WARM_FD"
+ENV_WARM_NICE = "TRAINYARD_WARM_NICE"
+ENV_WARM_TRACE = "TRAINYARD_WARM_TRACE"
+WARM_ENV_NAMES = (ENV_WARM_FD, ENV_WARM_NICE, ENV_WARM_TRACE)
+
 # The launcher's exit code when the watchdog finds no training progress (the operator's reason
 # Hung), after a line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.
 HUNG_EXIT_CODE = 86

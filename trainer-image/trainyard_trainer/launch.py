@@ -216,6 +216,10 @@ _PEER_LOST_RE = re.compile(
     r"failed to recv, got 0 bytes|connectFullMesh failed|ECONNRESET|\bUNAVAILABLE\b.*(reset|closed|connect)"
 )
 _EXITCODE_RE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+_RULE_RE = re.compile(r"^={20,}\s*$")
+# After torchrun's root-cause block, how long it may go on before the launcher ends it (its own
+# shutdown after the verdict: 2-3 s measured, during which the pod looks alive and a new gang waits).
+VERDICT_GRACE_SECONDS = float(os.environ.get("TRAINYARD_VERDICT_GRACE_SECONDS", "0.3"))
 
 
 class RootCauseScanner:
@@ -227,20 +231,34 @@ class RootCauseScanner:
           exitcode  : -11 (pid: 26672)  (SIGSEGV)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.in_root_cause = False
         self.exitcode: int | None = None
         self.peer_lost = False  # some line said the gang broke under us
+        self.complete_at: float | None = None  # when the block's closing rule was read
+        self.exitcode_at: float | None = None
+        self._clock = clock
 
     def feed(self, line: str) -> None:
         if not self.peer_lost and _PEER_LOST_RE.search(line):
             self.peer_lost = True
         if self.exitcode is not None:
+            if self.complete_at is None and _RULE_RE.match(line):
+                self.complete_at = self._clock()
             return
         if _ROOT_CAUSE_RE.match(line):
             self.in_root_cause = True
         elif self.in_root_cause and (m := _EXITCODE_RE.match(line)):
             self.exitcode = int(m.group(1))
+            self.exitcode_at = self._clock()
+
+    def verdict_due(self, now: float, grace: float) -> bool:
+        """torchrun has printed its verdict (the block is complete, or its exit code line is older
+        than `grace`): everything after it is torchrun's own shutdown, which takes seconds (its
+        rendezvous close and interpreter exit) and decides nothing."""
+        if self.exitcode is None:
+            return False
+        return self.complete_at is not None or (self.exitcode_at is not None and now - self.exitcode_at >= grace)
 
 
 def final_exit_code(child_code: int, worker_exitcode: int | None = None, forwarded: int | None = None,
@@ -433,6 +451,14 @@ class Launcher:
             if pid == self.child_pid:
                 self.child_status = os.waitstatus_to_exitcode(status)
 
+    def _reap_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._reap()
+            if self.child_status is not None and not descendants(os.getpid()):
+                return
+            time.sleep(0.02)
+
     def _kill_everything(self) -> None:
         assert self.child_pid is not None
         _signal_tree(self.child_pid, signal.SIGTERM)
@@ -510,7 +536,7 @@ class Launcher:
         self._stderr_thread.start()
         _say("started: " + " ".join(argv[1 if cfg.runtime == "tensorflow" else 2:]))
 
-        poll = 0.2 if not cfg.watchdog else min(0.2, max(0.02, cfg.progress_deadline / 20))
+        poll = 0.05 if not cfg.watchdog else min(0.05, max(0.02, cfg.progress_deadline / 20))
         while self.child_status is None:
             self._reap()
             if self.child_status is not None:
@@ -526,6 +552,15 @@ class Launcher:
                     self._join_stderr()
                     self._report_hung()
                     return HUNG_EXIT_CODE
+            if cfg.runtime == "torchrun" and self.forwarded is None and \
+                    self.scanner.verdict_due(time.monotonic(), VERDICT_GRACE_SECONDS):
+                # The verdict is in: do not wait for torchrun's shutdown (its workers are stopped).
+                _signal_tree(self.child_pid, signal.SIGKILL)
+                self._reap_all(KILL_GRACE_SECONDS)
+                self._join_stderr()
+                code = 1 if self.child_status is None or self.child_status == -signal.SIGKILL else \
+                    exit_code_from_status(self.child_status)
+                return final_exit_code(code, self.scanner.exitcode, None, self.scanner.peer_lost)
             time.sleep(poll)
 
         # torchrun stops its workers itself; anything left (it was killed hard) goes too.

@@ -25,6 +25,7 @@ from .models import (
     ObjectMeta,
     Phase,
     Rendezvous,
+    RestartMode,
     RestartPolicy,
     RestartScope,
     RunPolicy,
@@ -37,6 +38,6 @@ __all__ = [
     "API_VERSION", "GROUP", "KIND", "MAX_NAME_LENGTH", "PLURAL", "SHORT_NAMES", "SINGULAR", "TEMPLATE_SCHEMA",
     "TRAINER_CONTAINER", "VERSION", "Checkpoint", "CleanPodPolicy", "Condition", "DistributedTrainingJob",
     "DistributedTrainingJobSpec", "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "ObjectMeta",
-    "Phase", "Rendezvous", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts", "semantic_errors",
+    "Phase", "Rendezvous", "RestartMode", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts", "semantic_errors",
     "trainer_container",
 ]

@@ -22,6 +22,7 @@ from .spec import (
     ElasticPolicy,
     FailurePolicy,
     Rendezvous,
+    RestartMode,
     RestartPolicy,
     RestartScope,
     RunPolicy,
@@ -32,7 +33,7 @@ __all__ = [
     "API_VERSION", "GROUP", "KIND", "MAX_NAME_LENGTH", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION", "Checkpoint",
     "CleanPodPolicy", "Condition", "DistributedTrainingJob", "DistributedTrainingJobSpec",
     "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "Model", "ObjectMeta", "Phase", "Rendezvous",
-    "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts",
+    "RestartMode", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts",
 ]
 
 
