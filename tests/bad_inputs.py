@@ -124,9 +124,7 @@ BAD_INPUTS: list[Bad] = [
     Bad("warm-with-elastic", _spec(elastic={"minWorkers": 1, "maxWorkers": 2}, failurePolicy={"restartMode": "Warm"}),
         "spec.failurePolicy.restartMode", "spec.failurePolicy.restartMode Warm hands each rank of a fixed-size group"),
     Bad("warm-with-procs-per-worker", _spec(procsPerWorker=2, failurePolicy={"restartMode": "Warm"}),
-        "spec.failurePolicy.restartMode", "needs runtime torchrun, no spec.elastic, procsPerWorker 1"),
-    Bad("warm-with-in-place-restarts", _spec(failurePolicy={"restartMode": "Warm", "inPlaceRestarts": 2}),
-        "spec.failurePolicy.restartMode", "inPlaceRestarts 0 (those need torchrun's agent"),
+        "spec.failurePolicy.restartMode", "needs runtime torchrun, no spec.elastic and procsPerWorker 1"),
     Bad("warm-with-tensorflow", _spec(runtime="tensorflow", failurePolicy={"restartMode": "Warm"}),
         "spec.failurePolicy.restartMode", "spec.failurePolicy.restartMode Warm hands each rank"),
     # -- checkpoint

@@ -23,7 +23,8 @@ from .conftest import make_job
 
 def test_env_names_agree():
     names = ("ENV_JOB_NAME", "ENV_WORKER_INDEX", "ENV_ATTEMPT", "ENV_CHECKPOINT_DIR", "ENV_HEARTBEAT_FILE",
-             "ENV_PROGRESS_DEADLINE", "ENV_RUNTIME", "ENV_JOIN_TIMEOUT", "TF_CONFIG")
+             "ENV_PROGRESS_DEADLINE", "ENV_RUNTIME", "ENV_JOIN_TIMEOUT", "TF_CONFIG", "ENV_RESTART_MODE", "ENV_WARM_FD",
+             "ENV_WARM_NICE", "ENV_WARM_TRACE", "WARM_ENV_NAMES")
     assert {n: getattr(trainer, n) for n in names} == {n: getattr(operator, n) for n in names}
     assert (heartbeat.ENV_FILE, heartbeat.ENV_DEADLINE) == (operator.ENV_HEARTBEAT_FILE, operator.ENV_PROGRESS_DEADLINE)
 
@@ -33,7 +34,8 @@ def test_every_trainer_name_the_operator_sets_is_one_the_trainer_reads():
 
     seen: set[str] = set()
     for runtime in ("torchrun", "tensorflow"):
-        job = make_job({"runtime": runtime, "runPolicy": {"progressDeadlineSeconds": 60}})
+        warm = {"failurePolicy": {"restartMode": "Warm"}} if runtime == "torchrun" else {}
+        job = make_job({"runtime": runtime, "runPolicy": {"progressDeadlineSeconds": 60}, **warm})
         env = worker_env(job, Launch("demo-0-0", 0, 0, 0), "h", 29400, "/ckpt", "/hb", ["h:29400", "g:29400"])
         seen |= {e["name"] for e in env if e["name"].startswith("TRAINYARD_")}
         assert all(operator.is_reserved_env(e["name"]) for e in env)

@@ -14,6 +14,8 @@ TF_CONFIG = "TF_CONFIG"
 
 # Warm spares (trainyard_trainer.warm): the socket a spare talks to the runtime on, the nice value
 # of its warm-up thread, and (benchmarks) timestamped phase lines of a warm start.
+# spec.failurePolicy.restartMode Warm: trainyard-launch restarts in place (inPlaceRestarts) with warm spares.
+ENV_RESTART_MODE = "TRAINYARD_RESTART_MODE"
 ENV_WARM_FD = "TRAINYARD_WARM_FD"
 ENV_WARM_NICE = "TRAINYARD_WARM_NICE"
 ENV_WARM_TRACE = "TRAINYARD_WARM_TRACE"

@@ -503,6 +503,10 @@ class Launcher:
                                     then="starting the worker anyway"):
                     break
         _set_child_subreaper()
+        if cfg.runtime == "torchrun" and (agent := self._warm_agent()) is not None:
+            if cfg.heartbeat_file:
+                touch(cfg.heartbeat_file)
+            return agent.run()
         argv = build_argv(cfg, self.python)
         if cfg.heartbeat_file:
             touch(cfg.heartbeat_file)  # the deadline counts from torchrun's start, not from before DNS
@@ -569,6 +573,27 @@ class Launcher:
         self._join_stderr()
         return final_exit_code(exit_code_from_status(self.child_status), self.scanner.exitcode, self.forwarded,
                                self.scanner.peer_lost)
+
+    def _warm_agent(self):
+        """restartMode Warm with inPlaceRestarts >= 1 on a fixed-size job: the launcher is the agent
+        and its in-place restarts are warm (trainyard_trainer.inplace); None: torchrun as usual."""
+        from . import inplace
+        from .warm import Unsupported, target_of
+
+        if inplace.wanted(self.env) is not None:
+            return None
+        command = ["trainyard-launch", self.cfg.script, *self.cfg.args]
+        try:
+            target_of(command)
+        except Unsupported as e:
+            _say(f"warm in-place restarts unavailable ({e}); starting torchrun")
+            return None
+        _say(f"restartMode Warm: rank {self.env['RANK']} runs in a warm spare; up to "
+             f"{self.env.get('PET_MAX_RESTARTS')} in-place restarts, coordinated by worker 0's launcher")
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        return inplace.WarmAgent(command, self.env, self.cfg.join_timeout, self.cfg.heartbeat_file,
+                                 self.cfg.progress_deadline)
 
     def _join_stderr(self) -> None:
         if self._stderr_thread is not None:

@@ -143,7 +143,7 @@ def torchrun_env(env: Mapping[str, str]) -> dict[str, str]:
     out.update({
         "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": str(rank), "GROUP_WORLD_SIZE": str(world),
         "ROLE_RANK": str(rank), "ROLE_WORLD_SIZE": str(world), "ROLE_NAME": "default",
-        "TORCHELASTIC_RESTART_COUNT": "0", "TORCHELASTIC_MAX_RESTARTS": env.get("PET_MAX_RESTARTS", "0"),
+        "TORCHELASTIC_RESTART_COUNT": env.get("TORCHELASTIC_RESTART_COUNT", "0"), "TORCHELASTIC_MAX_RESTARTS": env.get("PET_MAX_RESTARTS", "0"),
         "TORCHELASTIC_RUN_ID": env.get("PET_RDZV_ID", "none"), "TORCHELASTIC_USE_AGENT_STORE": "False",
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": env.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
     })
@@ -255,13 +255,14 @@ def exit_code_of(exc: BaseException) -> int:
 
 def run_assignment(target: Target, assignment: Mapping[str, object]) -> int:
     env = torchrun_env({str(k): str(v) for k, v in dict(assignment["env"]).items()})  # type: ignore[arg-type]
-    log = str(assignment["log"])
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    trace = os.environ.get(ENV_WARM_TRACE) == "1"  # the spare's own env (the runtime's knob), not the rank's
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    if assignment.get("log"):  # else: keep the stdout/stderr it inherited (a pod's: kubectl logs)
+        fd = os.open(str(assignment["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     os.environ.clear()
     os.environ.update(env)
     if assignment.get("cwd"):
@@ -275,7 +276,7 @@ def run_assignment(target: Target, assignment: Mapping[str, object]) -> int:
     if threads and threads.isdigit():
         import torch
         torch.set_num_threads(int(threads))
-    if env.get(ENV_WARM_TRACE) == "1":
+    if trace:
         _install_trace()
         _trace("assigned")
     print(f"[trainyard-warm] rank {env['RANK']} of {env['WORLD_SIZE']} in spare pid {os.getpid()}: "

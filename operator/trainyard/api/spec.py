@@ -204,14 +204,17 @@ class FailurePolicy(Model):
         RestartMode.COLD,
         description=(
             "How a restarted gang's processes start. Cold (default): every worker starts afresh (trainyard-launch, "
-            "torchrun, the interpreter, import torch). Warm, `trainyard run` only for now: the runtime keeps one spare "
+            "torchrun, the interpreter, import torch). Warm: on a gang restart `trainyard run` keeps one spare "
             "process per worker with torch, torch.distributed, DDP's torch._dynamo and the script's own top-level "
             "imports already imported (at low priority), and a restart hands each rank to a spare, which runs the "
             "unchanged script in itself with torchrun's environment and an env:// rendezvous on a fresh port; spares "
             "are replaced in the background. A command a spare cannot run (another program than trainyard-launch, "
             "torchrun or python, torchrun flags beyond --nnodes and --nproc-per-node 1) restarts cold, with an event "
-            "saying why. Needs a fixed-size torchrun job with procsPerWorker 1 and inPlaceRestarts 0. On Kubernetes "
-            "pods still restart cold (docs/recovery.md)."
+            "saying why. With inPlaceRestarts >= 1 and the command trainyard-launch, the in-place restarts are warm "
+            "too, on Kubernetes as on a workstation: trainyard-launch runs the rank in a spare of its own and restarts "
+            "every rank in its pod, coordinated by worker 0's launcher, without torchrun (a pod's restart past "
+            "inPlaceRestarts is an ordinary failure). Needs a fixed-size torchrun job with procsPerWorker 1 "
+            "(docs/recovery.md)."
         ),
     )
 
@@ -328,11 +331,10 @@ class DistributedTrainingJobSpec(Model):
                 cel(
                     "!has(self.failurePolicy) || !has(self.failurePolicy.restartMode) || "
                     "self.failurePolicy.restartMode != 'Warm' || ((!has(self.runtime) || self.runtime == 'torchrun') && "
-                    "!has(self.elastic) && (!has(self.procsPerWorker) || self.procsPerWorker == 1) && "
-                    "(!has(self.failurePolicy.inPlaceRestarts) || self.failurePolicy.inPlaceRestarts == 0))",
+                    "!has(self.elastic) && (!has(self.procsPerWorker) || self.procsPerWorker == 1))",
                     "spec.failurePolicy.restartMode Warm hands each rank of a fixed-size group to a spare process: it "
-                    "needs runtime torchrun, no spec.elastic, procsPerWorker 1 and inPlaceRestarts 0 (those need "
-                    "torchrun's agent, which a spare does without)",
+                    "needs runtime torchrun, no spec.elastic and procsPerWorker 1 (those need torchrun's agent, which "
+                    "a spare does without)",
                     ".failurePolicy.restartMode",
                 ),
             ]

@@ -225,10 +225,14 @@ class LocalBackend:
     def spares_wanted(self) -> int:
         """One spare per worker while a Warm job trains (Running): a gang restart then has a spare
         for every rank. None before the job first trains (spares would slow the gang's own
-        start-up), during a restart, or once it has finished."""
+        start-up), during a restart, or once it has finished; none with inPlaceRestarts >= 1, where
+        every trainyard-launch keeps a spare for its own in-place restarts (a gang restart past
+        their budget is then cold)."""
         job = self.job
         if job.spec.failure_policy.restart_mode != RestartMode.WARM or job.status.phase != Phase.RUNNING:
             return 0
+        if job.spec.failure_policy.in_place_restarts >= 1:
+            return 0  # trainyard-launch keeps the spares of its own warm in-place restarts
         return job.spec.desired_workers
 
     def tend_spares(self) -> None:
