@@ -15,6 +15,10 @@ victim is rank 1's own training process, SIGKILLed (a crash), never its launcher
   what a warm restart costs, and the `warm` column says every measured one was.
 - trainyard-cold: the same with `restartMode: Cold` (the default): a new trainyard-launch -> torchrun
   -> python tree per worker. Kill at step >= 300.
+- trainyard-warm-in-place: `restartMode: Warm, inPlaceRestarts: 3`: no gang restart at all; each
+  worker's trainyard-launch restarts its rank in place from a warm spare of its own, coordinated by
+  worker 0's launcher (the path a pod takes on Kubernetes). The kill waits until both launchers said
+  their next spare is warm.
 - torchrun: `torchrun --nnodes 1 --nproc-per-node 2 --max-restarts 3 -m train_digits ...`, its own
   in-place restarts (the agent stays, it restarts both workers as new processes). Kill at step >= 300
   of the process whose RANK is 1; figure: the first step line after the kill that follows a
@@ -68,8 +72,8 @@ RATE_RE = re.compile(r"\[trainyard\] step=(\d+) .*samples_per_s=([0-9.]+)")
 PHASES = ("detected", "assigned", "process_group_ready", "ddp_start", "ddp_ready", "first_step")
 
 
-def trainyard(mode: str) -> dict[str, float]:
-    s = soak(1, mode, kill_at=KILL_AT, timeout=HANG_S, finish=False)
+def trainyard(mode: str, in_place: int = 0) -> dict[str, float]:
+    s = soak(1, mode, kill_at=KILL_AT, timeout=HANG_S, finish=False, in_place=in_place)
     r = s.recoveries[0]
     out = r.row()
     if r.hung:
@@ -194,6 +198,7 @@ def run(rounds: int = 3, soak_kills: int = 20) -> Result:
     contenders: dict[str, Any] = {
         "trainyard-warm": lambda r: trainyard("Warm"),
         "trainyard-cold": lambda r: trainyard("Cold"),
+        "trainyard-warm-in-place": lambda r: trainyard("Warm", in_place=3),
         "torchrun": lambda r: torchrun_in_place(),
         "ray": lambda r: ray(py),
         "throughput-warm": lambda r: throughput("Warm"),
@@ -207,6 +212,10 @@ def run(rounds: int = 3, soak_kills: int = 20) -> Result:
                                  ("trainyard-cold", "trainyard cold", "(no target)")):
         o = column(trials[other], "first_step_s")
         res.row(f"kill -> first step: trainyard warm / {label}", paired_ratios(warm, o), target, a=stats(warm), b=stats(o))
+    ip = column(trials["trainyard-warm-in-place"], "first_step_s")
+    tr = column(trials["torchrun"], "first_step_s")
+    res.row("kill -> first step: trainyard warm in place / torchrun --max-restarts (in place)", paired_ratios(ip, tr),
+            "<= 0.33x", a=stats(ip), b=stats(tr))
     a = column(trials["throughput-warm"], "samples_per_s")
     b = column(trials["throughput-cold"], "samples_per_s")
     res.row("steady-state samples/s: warm spares on / off", paired_ratios(a, b), ">= 0.97x", a=stats(a), b=stats(b),
@@ -216,10 +225,10 @@ def run(rounds: int = 3, soak_kills: int = 20) -> Result:
     res.extra["absolute"] = {n: {k: stats(column(t, k)) for k in sorted({k for x in t for k in x if k != "error"})}
                              for n, t in trials.items()}
     res.extra["warm_phases_cumulative_s"] = {p: stats(column(trials["trainyard-warm"], f"{p}_s")) for p in PHASES}
-    res.extra["hangs"] = {n: sum(1 for t in trials[n] if t.get("hung")) for n in ("trainyard-warm", "trainyard-cold",
-                                                                                 "torchrun", "ray")}
-    res.extra["lost_checkpoints"] = {n: sum(1 for t in trials[n] if t.get("lost_checkpoint"))
-                                     for n in ("trainyard-warm", "trainyard-cold", "torchrun")}
+    recovering = ("trainyard-warm", "trainyard-warm-in-place", "trainyard-cold", "torchrun", "ray")
+    res.extra["hangs"] = {n: sum(1 for t in trials[n] if t.get("hung")) for n in recovering}
+    res.extra["errors"] = {n: [t["error"] for t in trials[n] if "error" in t] for n in recovering}
+    res.extra["lost_checkpoints"] = {n: sum(1 for t in trials[n] if t.get("lost_checkpoint")) for n in recovering}
     if soak_kills:
         log(f"P6 soak: one Warm job, {soak_kills} kills in a row")
         t0 = time.monotonic()

@@ -63,3 +63,20 @@ def test_a_command_a_spare_cannot_run_restarts_cold_and_says_why(tmp_path):
     cold = [e for e in result.events if e.reason == "ColdStart"]
     assert cold and "sh is not trainyard-launch" in cold[-1].message, reasons
     assert "WarmStart" not in reasons
+
+
+def test_warm_in_place_restarts_keep_the_workers_and_resume_from_the_checkpoint(tmp_path):
+    """restartMode Warm with inPlaceRestarts: trainyard-launch restarts both ranks in place from its
+    own warm spares (trainyard_trainer.inplace), the engine sees no failure (attempt 0, no restart),
+    and each recovery resumes from the newest completed checkpoint."""
+    kills = min(KILLS, 2)
+    s = soak(kills, "Warm", kill_at=120, every=60, victims=(1, 0), timeout=120, args=ARGS, workdir=tmp_path,
+             total_timeout=900, in_place=kills + 1)
+    assert len(s.recoveries) == kills, [r.row() for r in s.recoveries]
+    for r in s.recoveries:
+        assert not r.hung and r.started_warm, r.row()
+        assert r.resumed_from is not None and r.last_checkpoint <= r.resumed_from <= r.killed_at_step, r.row()
+        assert r.attempt == 0, r.row()
+    assert s.phase == "Succeeded" and s.restarts == 0, (s.phase, s.restarts)
+    assert s.final and s.final.startswith("done step=690")
+    assert not [e for e in s.events if e.reason in ("WorkerFailed", "WarmStart")]
