@@ -13,10 +13,10 @@ import traceback
 
 from .common import RESULTS, Result, log, machine, table, versions
 
-ORDER = ["p1", "p3", "p5", "ckpt", "p2", "p4"]
+ORDER = ["p1", "p3", "p5", "ckpt", "p2", "p4", "p6"]
 CLUSTER = {"p1", "p3", "p2"}
 ALIASES = {"fanout": "p1", "recovery": "p3", "first-step": "p5", "checkpoint": "ckpt", "async": "ckpt",
-           "scale": "p2", "ray": "p4"}
+           "scale": "p2", "ray": "p4", "warm": "p6"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         elif b == "p4":
             from . import p4_ray
             attempt("p4", lambda: p4_ray.run(rounds(3)))
+        elif b == "p6":
+            from . import p6_warm
+            attempt("p6", lambda: p6_warm.run(rounds(3), int(os.environ.get("BENCH_P6_SOAK", "20"))))
 
     rows = [r for res in results for r in res.rows]
     summary = table(rows)

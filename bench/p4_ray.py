@@ -112,17 +112,19 @@ def _last_step(path: Path) -> int:
     return int(steps[-1]) if steps else 0
 
 
-def ray_recovery(py: Path) -> dict[str, float]:
+def ray_recovery(py: Path, kill_at: int = KILL_AT, args: list[str] | None = None,
+                 timeout: float = 300) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-p4-ray-"))
     out, ckpt = tmp / "out", tmp / "ckpt"
     out.mkdir()
     ckpt.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     with open(tmp / "driver.log", "w") as dlog:
-        proc = subprocess.Popen([str(py), "-m", "bench.ray_driver", str(out), str(ckpt), "2", "3", "--", *REC_ARGS],
+        proc = subprocess.Popen([str(py), "-m", "bench.ray_driver", str(out), str(ckpt), "2", "3", "--",
+                                 *(REC_ARGS if args is None else args)],
                                 stdout=dlog, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + timeout
 
         def rank0_logs() -> list[Path]:
             return sorted(out.glob("rank0-pid*.log"))
@@ -134,11 +136,12 @@ def ray_recovery(py: Path) -> dict[str, float]:
                 raise RuntimeError(f"ray driver exited {proc.returncode}:\n{(tmp / 'driver.log').read_text()[-3000:]}")
             logs = rank0_logs()
             if killed_at is None:
-                if logs and _last_step(logs[-1]) >= KILL_AT and (out / "pid-rank1").exists():
+                if logs and _last_step(logs[-1]) >= kill_at and (out / "pid-rank1").exists():
                     pid = int((out / "pid-rank1").read_text())
                     first_logs = set(logs)
                     os.kill(pid, signal.SIGKILL)
                     killed_at = time.monotonic()
+                    deadline = killed_at + min(timeout, 120)  # from here on, no resumed step is a hang
             else:
                 new = [p for p in logs if p not in first_logs]
                 if new and _last_step(new[-1]) > 0:
@@ -147,7 +150,9 @@ def ray_recovery(py: Path) -> dict[str, float]:
                     m = re.search(r"resumed from step=(\d+)", text)
                     return {"resumed_s": resumed, "resumed_from": float(m.group(1)) if m else 0.0}
             time.sleep(0.01)
-        raise TimeoutError(f"ray: no resumed step within 300s:\n{(tmp / 'driver.log').read_text()[-3000:]}")
+        if killed_at is not None:
+            return {"hung": 1.0}
+        raise TimeoutError(f"ray: no resumed step within {timeout}s:\n{(tmp / 'driver.log').read_text()[-3000:]}")
     finally:
         with_suppress_kill(proc)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -160,7 +160,8 @@ def test_the_engines_recheck_is_the_same_check():
 def test_defaults_are_applied_before_the_rules_as_the_apiserver_does():
     obj = with_defaults(manifest())
     assert obj["spec"]["failurePolicy"] == {"restartPolicy": "OnFailure", "restartScope": "Gang", "backoffLimit": 3,
-                                            "backoffSeconds": 10, "maxBackoffSeconds": 300, "inPlaceRestarts": 0}
+                                            "backoffSeconds": 10, "maxBackoffSeconds": 300, "inPlaceRestarts": 0,
+                                            "restartMode": "Cold"}
     assert obj["spec"]["rendezvous"] == {"port": 29400, "joinTimeoutSeconds": 600}
 
 

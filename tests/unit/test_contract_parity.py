@@ -23,7 +23,8 @@ from .conftest import make_job
 
 ENV_NAMES = ("ENV_JOB_NAME", "ENV_JOB_UID", "ENV_WORKER_INDEX", "ENV_ATTEMPT", "ENV_CHECKPOINT_DIR", "ENV_HEARTBEAT_FILE",
              "ENV_PROGRESS_DEADLINE", "ENV_FIRST_PROGRESS_DEADLINE", "ENV_PROGRESS_LEASE", "ENV_PROGRESS_DIR",
-             "ENV_PROGRESS_INTERVAL", "ENV_RUNTIME", "ENV_JOIN_TIMEOUT", "TF_CONFIG")
+             "ENV_PROGRESS_INTERVAL", "ENV_RUNTIME", "ENV_JOIN_TIMEOUT", "TF_CONFIG", "ENV_RESTART_MODE", "ENV_WARM_FD",
+             "ENV_WARM_NICE", "ENV_WARM_TRACE", "WARM_ENV_NAMES")
 LEASE_NAMES = ("ANNOTATION_PROGRESS", "ANNOTATION_LAUNCHER", "ANNOTATION_RENDEZVOUS", "PROGRESS_FIELDS",
                "LAUNCHER_FIELDS", "RENDEZVOUS_FIELDS", "LOCAL_LEASE_FILES", "PROGRESS_INTERVAL_SECONDS",
                "MAX_PROGRESS_METRICS")
@@ -44,7 +45,8 @@ def test_every_trainer_name_the_operator_sets_is_one_the_trainer_reads():
 
     ours = set()
     for runtime in ("torchrun", "tensorflow"):
-        job = make_job({"runtime": runtime, "runPolicy": {"progressDeadlineSeconds": 60}})
+        warm = {"failurePolicy": {"restartMode": "Warm"}} if runtime == "torchrun" else {}
+        job = make_job({"runtime": runtime, "runPolicy": {"progressDeadlineSeconds": 60}, **warm})
         for where in ({"progress_lease": "ml/demo-progress"}, {"progress_dir": "/work/lease"}):
             env = worker_env(job, Launch("demo-0-0", 0, 0, 0), "h", 29400, "/ckpt", "/hb", ["h:29400", "g:29400"],
                              **where)

@@ -244,3 +244,14 @@ def test_a_decision_never_changes_the_job_it_was_given():
     d = Decision.start(job, [wk(0), wk(1, state=State.FAILED, exit_code=1)], at(5) + timedelta(0))
     on_fault(d)
     assert job.model_dump() == before
+
+
+@pytest.mark.parametrize(("mode", "warm"), [(None, False), ("Cold", False), ("Warm", True)])
+def test_a_gang_restart_asks_for_warm_workers_only_under_restart_mode_warm(mode, warm):
+    """restartMode Warm marks every launch of the restarted gang warm (the backend hands it to a
+    spare if it has one ready); the attempt, the rendezvous and the restart count are the same."""
+    spec = {"failurePolicy": {"restartMode": mode}} if mode else {}
+    d = decision(spec, RUNNING, [wk(0), wk(1, state=State.FAILED, exit_code=137, finished_at=T0)])
+    assert type(on_fault(d)) is Stop
+    assert d.status.restarts == 1 and d.status.attempt == 1 and d.status.rendezvous_attempt == 1
+    assert [(c.index, c.attempt, c.rendezvous_attempt, c.warm) for c in d.plan.create] == [(0, 1, 1, warm), (1, 1, 1, warm)]

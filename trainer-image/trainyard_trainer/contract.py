@@ -31,6 +31,15 @@ LOCAL_LEASE_FILES = {ANNOTATION_PROGRESS: "progress.json", ANNOTATION_LAUNCHER: 
 PROGRESS_INTERVAL_SECONDS = 10
 MAX_PROGRESS_METRICS = 16
 
+# Warm spares (trainyard_trainer.warm): the socket a spare talks to the runtime on, the nice value
+# of its warm-up thread, and (benchmarks) timestamped phase lines of a warm start.
+# spec.failurePolicy.restartMode Warm: trainyard-launch restarts in place (inPlaceRestarts) with warm spares.
+ENV_RESTART_MODE = "TRAINYARD_RESTART_MODE"
+ENV_WARM_FD = "TRAINYARD_WARM_FD"
+ENV_WARM_NICE = "TRAINYARD_WARM_NICE"
+ENV_WARM_TRACE = "TRAINYARD_WARM_TRACE"
+WARM_ENV_NAMES = (ENV_WARM_FD, ENV_WARM_NICE, ENV_WARM_TRACE)
+
 # The launcher's exit code when the watchdog finds no training progress (the operator's reason
 # Hung), after a line starting with HUNG_MESSAGE_PREFIX on stderr and in the termination log.
 HUNG_EXIT_CODE = 86

@@ -261,6 +261,10 @@ _PEER_LOST_RE = re.compile(
     r"failed to recv, got 0 bytes|connectFullMesh failed|ECONNRESET|\bUNAVAILABLE\b.*(reset|closed|connect)"
 )
 _EXITCODE_RE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+_RULE_RE = re.compile(r"^={20,}\s*$")
+# After torchrun's root-cause block, how long it may go on before the launcher ends it (its own
+# shutdown after the verdict: 2-3 s measured, during which the pod looks alive and a new gang waits).
+VERDICT_GRACE_SECONDS = float(os.environ.get("TRAINYARD_VERDICT_GRACE_SECONDS", "0.3"))
 
 
 class RootCauseScanner:
@@ -272,20 +276,34 @@ class RootCauseScanner:
           exitcode  : -11 (pid: 26672)  (SIGSEGV)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.in_root_cause = False
         self.exitcode: int | None = None
         self.peer_lost = False  # some line said the gang broke under us
+        self.complete_at: float | None = None  # when the block's closing rule was read
+        self.exitcode_at: float | None = None
+        self._clock = clock
 
     def feed(self, line: str) -> None:
         if not self.peer_lost and _PEER_LOST_RE.search(line):
             self.peer_lost = True
         if self.exitcode is not None:
+            if self.complete_at is None and _RULE_RE.match(line):
+                self.complete_at = self._clock()
             return
         if _ROOT_CAUSE_RE.match(line):
             self.in_root_cause = True
         elif self.in_root_cause and (m := _EXITCODE_RE.match(line)):
             self.exitcode = int(m.group(1))
+            self.exitcode_at = self._clock()
+
+    def verdict_due(self, now: float, grace: float) -> bool:
+        """torchrun has printed its verdict (the block is complete, or its exit code line is older
+        than `grace`): everything after it is torchrun's own shutdown, which takes seconds (its
+        rendezvous close and interpreter exit) and decides nothing."""
+        if self.exitcode is None:
+            return False
+        return self.complete_at is not None or (self.exitcode_at is not None and now - self.exitcode_at >= grace)
 
 
 def final_exit_code(child_code: int, worker_exitcode: int | None = None, forwarded: int | None = None,
@@ -488,6 +506,14 @@ class Launcher:
             if pid == self.child_pid:
                 self.child_status = os.waitstatus_to_exitcode(status)
 
+    def _reap_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._reap()
+            if self.child_status is not None and not descendants(os.getpid()):
+                return
+            time.sleep(0.02)
+
     def _kill_everything(self) -> None:
         assert self.child_pid is not None
         _signal_tree(self.child_pid, signal.SIGTERM)
@@ -580,6 +606,10 @@ class Launcher:
                                     then="starting the worker anyway"):
                     break
         _set_child_subreaper()
+        if cfg.runtime == "torchrun" and (agent := self._warm_agent()) is not None:
+            if cfg.heartbeat_file:
+                touch(cfg.heartbeat_file)
+            return agent.run()
         argv = build_argv(cfg, self.python)
         if cfg.heartbeat_file:
             mark(cfg.heartbeat_file, STARTING)  # the first-step budget counts from torchrun's start, not before DNS
@@ -615,7 +645,7 @@ class Launcher:
         self._stderr_thread.start()
         _say("started: " + " ".join(argv[1 if cfg.runtime == "tensorflow" else 2:]))
 
-        poll = 0.2 if not cfg.watchdog else min(0.2, max(0.02, cfg.progress_deadline / 20))
+        poll = 0.05 if not cfg.watchdog else min(0.05, max(0.02, cfg.progress_deadline / 20))
         while self.child_status is None:
             self._reap()
             if self.child_status is not None:
@@ -632,6 +662,15 @@ class Launcher:
                     self._join_stderr()
                     self._report_hung(state == STARTING and cfg.first_deadline is not None)
                     return HUNG_EXIT_CODE
+            if cfg.runtime == "torchrun" and self.forwarded is None and \
+                    self.scanner.verdict_due(time.monotonic(), VERDICT_GRACE_SECONDS):
+                # The verdict is in: do not wait for torchrun's shutdown (its workers are stopped).
+                _signal_tree(self.child_pid, signal.SIGKILL)
+                self._reap_all(KILL_GRACE_SECONDS)
+                self._join_stderr()
+                code = 1 if self.child_status is None or self.child_status == -signal.SIGKILL else \
+                    exit_code_from_status(self.child_status)
+                return final_exit_code(code, self.scanner.exitcode, None, self.scanner.peer_lost)
             time.sleep(poll)
 
         # torchrun stops its workers itself; anything left (it was killed hard) goes too.
@@ -640,6 +679,27 @@ class Launcher:
         self._join_stderr()
         return final_exit_code(exit_code_from_status(self.child_status), self.scanner.exitcode, self.forwarded,
                                self.scanner.peer_lost)
+
+    def _warm_agent(self):
+        """restartMode Warm with inPlaceRestarts >= 1 on a fixed-size job: the launcher is the agent
+        and its in-place restarts are warm (trainyard_trainer.inplace); None: torchrun as usual."""
+        from . import inplace
+        from .warm import Unsupported, target_of
+
+        if inplace.wanted(self.env) is not None:
+            return None
+        command = ["trainyard-launch", self.cfg.script, *self.cfg.args]
+        try:
+            target_of(command)
+        except Unsupported as e:
+            _say(f"warm in-place restarts unavailable ({e}); starting torchrun")
+            return None
+        _say(f"restartMode Warm: rank {self.env['RANK']} runs in a warm spare; up to "
+             f"{self.env.get('PET_MAX_RESTARTS')} in-place restarts, coordinated by worker 0's launcher")
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        return inplace.WarmAgent(command, self.env, self.cfg.join_timeout, self.cfg.heartbeat_file,
+                                 self.cfg.progress_deadline)
 
     def _join_stderr(self) -> None:
         if self._stderr_thread is not None:

@@ -26,6 +26,7 @@ from .models import (
     Phase,
     Progress,
     Rendezvous,
+    RestartMode,
     RestartPolicy,
     RestartScope,
     RunPolicy,
@@ -38,6 +39,7 @@ __all__ = [
     "API_VERSION", "GROUP", "KIND", "MAX_NAME_LENGTH", "PLURAL", "SHORT_NAMES", "SINGULAR", "TEMPLATE_SCHEMA",
     "TRAINER_CONTAINER", "VERSION", "Checkpoint", "CleanPodPolicy", "Condition", "DistributedTrainingJob",
     "DistributedTrainingJobSpec", "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "ObjectMeta",
-    "Phase", "Progress", "Rendezvous", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts", "semantic_errors",
+    "Phase", "Progress", "Rendezvous", "RestartMode", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts",
+    "semantic_errors",
     "trainer_container",
 ]

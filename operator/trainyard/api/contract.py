@@ -40,9 +40,18 @@ ENV_RUNTIME = "TRAINYARD_RUNTIME"
 ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
 TF_CONFIG = "TF_CONFIG"
 
+# Warm spares (trainyard_trainer.warm): the socket a spare talks to the runtime on, the nice value
+# of its warm-up thread, and (benchmarks) timestamped phase lines of a warm start.
+# spec.failurePolicy.restartMode Warm: trainyard-launch restarts in place (inPlaceRestarts) with warm spares.
+ENV_RESTART_MODE = "TRAINYARD_RESTART_MODE"
+ENV_WARM_FD = "TRAINYARD_WARM_FD"
+ENV_WARM_NICE = "TRAINYARD_WARM_NICE"
+ENV_WARM_TRACE = "TRAINYARD_WARM_TRACE"
+WARM_ENV_NAMES = (ENV_WARM_FD, ENV_WARM_NICE, ENV_WARM_TRACE)
+
 TRAINER_ENV_NAMES = (ENV_JOB_NAME, ENV_JOB_UID, ENV_WORKER_INDEX, ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_HEARTBEAT_FILE,
                      ENV_PROGRESS_DEADLINE, ENV_FIRST_PROGRESS_DEADLINE, ENV_PROGRESS_LEASE, ENV_PROGRESS_DIR,
-                     ENV_PROGRESS_INTERVAL, ENV_RUNTIME, ENV_JOIN_TIMEOUT)
+                     ENV_PROGRESS_INTERVAL, ENV_RUNTIME, ENV_JOIN_TIMEOUT, ENV_RESTART_MODE)
 
 # -- progress reports: the job's Lease (coordination.k8s.io/v1, <job>-progress), which only rank 0
 # (through the pod's ServiceAccount token, `get` and `patch` on that one object) and the operator

@@ -22,6 +22,7 @@ from .spec import (
     ElasticPolicy,
     FailurePolicy,
     Rendezvous,
+    RestartMode,
     RestartPolicy,
     RestartScope,
     RunPolicy,
@@ -32,8 +33,7 @@ __all__ = [
     "API_VERSION", "GROUP", "KIND", "MAX_NAME_LENGTH", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION", "Checkpoint",
     "CleanPodPolicy", "Condition", "DistributedTrainingJob", "DistributedTrainingJobSpec",
     "DistributedTrainingJobStatus", "ElasticPolicy", "FailurePolicy", "Model", "ObjectMeta", "Phase", "Progress",
-    "Rendezvous",
-    "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts",
+    "Rendezvous", "RestartMode", "RestartPolicy", "RestartScope", "RunPolicy", "WorkerCounts",
 ]
 
 

@@ -39,6 +39,11 @@ class RestartScope(StrEnum):
     WORKER = "Worker"
 
 
+class RestartMode(StrEnum):
+    COLD = "Cold"
+    WARM = "Warm"
+
+
 class CleanPodPolicy(StrEnum):
     RUNNING = "Running"
     ALL = "All"
@@ -199,6 +204,24 @@ class FailurePolicy(Model):
         description="torchrun --max-restarts: process restarts inside running pods before the pod fails.",
     )
 
+    restart_mode: RestartMode = Field(
+        RestartMode.COLD,
+        description=(
+            "How a restarted gang's processes start. Cold (default): every worker starts afresh (trainyard-launch, "
+            "torchrun, the interpreter, import torch). Warm: on a gang restart `trainyard run` keeps one spare "
+            "process per worker with torch, torch.distributed, DDP's torch._dynamo and the script's own top-level "
+            "imports already imported (at low priority), and a restart hands each rank to a spare, which runs the "
+            "unchanged script in itself with torchrun's environment and an env:// rendezvous on a fresh port; spares "
+            "are replaced in the background. A command a spare cannot run (another program than trainyard-launch, "
+            "torchrun or python, torchrun flags beyond --nnodes and --nproc-per-node 1) restarts cold, with an event "
+            "saying why. With inPlaceRestarts >= 1 and the command trainyard-launch, the in-place restarts are warm "
+            "too, on Kubernetes as on a workstation: trainyard-launch runs the rank in a spare of its own and restarts "
+            "every rank in its pod, coordinated by worker 0's launcher, without torchrun (a pod's restart past "
+            "inPlaceRestarts is an ordinary failure). Needs a fixed-size torchrun job with procsPerWorker 1 "
+            "(docs/recovery.md)."
+        ),
+    )
+
     def backoff_delay(self, restart_number: int) -> float:
         """Seconds to wait before launching the gang of restart number `restart_number` (1-based)."""
         if restart_number <= 1 or self.backoff_seconds == 0:
@@ -338,6 +361,15 @@ class DistributedTrainingJobSpec(Model):
                     "the survivors' torchrun agents must restart their processes in place to take the replacement "
                     "in; with 0 they exit, and every survivor is replaced in turn",
                     ".failurePolicy.inPlaceRestarts",
+                ),
+                cel(
+                    "!has(self.failurePolicy) || !has(self.failurePolicy.restartMode) || "
+                    "self.failurePolicy.restartMode != 'Warm' || ((!has(self.runtime) || self.runtime == 'torchrun') && "
+                    "!has(self.elastic) && (!has(self.procsPerWorker) || self.procsPerWorker == 1))",
+                    "spec.failurePolicy.restartMode Warm hands each rank of a fixed-size group to a spare process: it "
+                    "needs runtime torchrun, no spec.elastic and procsPerWorker 1 (those need torchrun's agent, which "
+                    "a spare does without)",
+                    ".failurePolicy.restartMode",
                 ),
             ]
         }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ..api import CleanPodPolicy, DistributedTrainingJob, DistributedTrainingJobSpec, Phase, WorkerCounts
+from ..api import CleanPodPolicy, DistributedTrainingJob, DistributedTrainingJobSpec, Phase, RestartMode, WorkerCounts
 from ..api import reasons as R
 from ..api.names import worker_name
 from .conditions import set_condition
@@ -142,7 +142,8 @@ class Decision:
             if not refusal.permanent:
                 self.wake_at(retry_at(refusal))
             return
-        self.plan.create.append(Launch(name, index, attempt, self.status.rendezvous_attempt))
+        warm = self.spec.failure_policy.restart_mode == RestartMode.WARM
+        self.plan.create.append(Launch(name, index, attempt, self.status.rendezvous_attempt, warm))
         self.roster[index] = Member(attempt)
 
     def child(self, kind: str) -> Child | None:

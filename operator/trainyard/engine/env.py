@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..api import DistributedTrainingJob, RestartScope
+from ..api import DistributedTrainingJob, RestartMode, RestartScope
 from ..api import contract as C
 from ..api.names import rendezvous_id
 from ..api.spec import Runtime
@@ -114,6 +114,10 @@ def worker_env(job: DistributedTrainingJob, launch: Launch, endpoint_host: str, 
     ]
     if checkpoint_dir is not None:
         env.append((C.ENV_CHECKPOINT_DIR, checkpoint_dir))
+    if spec.failure_policy.restart_mode == RestartMode.WARM:
+        # trainyard-launch runs the rank in a warm spare and, with inPlaceRestarts >= 1, restarts the
+        # gang's ranks in place itself (trainyard_trainer.inplace) instead of through torchrun's agent.
+        env.append((C.ENV_RESTART_MODE, RestartMode.WARM.value))
     if spec.failure_policy.restart_scope == RestartScope.WORKER:
         # A replacement joins the survivors' rendezvous; torch 2.13's agents share its TCP store with
         # the workers and then wait on a key the replacement never writes (pytorch#135712, #147064).

@@ -14,12 +14,15 @@ WARNING = "Warning"
 
 @dataclass(frozen=True)
 class Launch:
-    """A worker to start."""
+    """A worker to start. `warm`: the job allows the backend to hand this rank to a pre-started
+    spare process (spec.failurePolicy.restartMode Warm); a backend without a spare ready, or one
+    that has no spares, starts it cold."""
 
     name: str
     index: int
     attempt: int
     rendezvous_attempt: int
+    warm: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import psutil
 
-from ..api import DistributedTrainingJob, contract, progress, trainer_container
+from ..api import DistributedTrainingJob, Phase, RestartMode, contract, progress, trainer_container
 from ..api.progress import parse_launcher, parse_report
 from ..api.spec import Runtime
 from ..api.template import TRAINER_CONTAINER
 from ..engine.backend import Applied
 from ..engine.env import worker_env
-from ..engine.plan import Event, Launch, Plan
+from ..engine.plan import NORMAL, WARNING, Event, Launch, Plan
 from ..engine.workers import LEASE, Child, Refusal, State, Worker
-from .processes import alive, free_port, kill_tree
+from .processes import alive, free_port, kill_tree, tree
+from .spares import Spare, SparePool
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -44,6 +45,7 @@ class LocalWorker:
     progress: str = ""  # the newest progress line, for the live view
     step: int | None = None  # the newest training step
     training: bool = False  # a progress line has come: the trainer is past its start-up
+    spare: Spare | None = None  # the warm spare it runs in (restartMode Warm), None when started cold
     _offset: int = 0
 
     def read_new_lines(self) -> list[str]:
@@ -111,6 +113,7 @@ class LocalBackend:
         for file in contract.LOCAL_LEASE_FILES.values():  # a new job's Lease: nothing of an earlier run's
             with contextlib.suppress(FileNotFoundError):
                 (self.lease_dir / file).unlink()
+        self.pool = SparePool(workdir / "spares")  # restartMode Warm only
 
     # -- the backend contract
     @property
@@ -186,10 +189,18 @@ class LocalBackend:
         """Starts the workers; False if one could not start (a missing command, a bad env): it is
         remembered as a refusal that can never heal, and the engine fails the job with it."""
         ok = True
+        warm: list[LocalWorker] = []
+        cold: list[int] = []
         for launch in launches:
             log_path, heartbeat = self.paths(launch)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             cwd = working_dir(trainer_container(job.spec.template) or {})
+            if launch.warm and (w := self._start_warm(job, launch, log_path, heartbeat, cwd)) is not None:
+                self.workers[launch.name] = w
+                warm.append(w)
+                continue
+            if launch.warm:
+                cold.append(launch.index)
             try:
                 with open(log_path, "wb") as log:
                     proc = subprocess.Popen(self.command(job), env=self.env(job, launch, heartbeat), stdout=log,
@@ -202,7 +213,64 @@ class LocalBackend:
                 ok = False
                 continue
             self.workers[launch.name] = LocalWorker(launch, proc, log_path, heartbeat, datetime.now(UTC))
+        self._say_how_started(warm, cold)
         return ok
+
+    # -- warm spares (spec.failurePolicy.restartMode Warm)
+    def _start_warm(self, job: DistributedTrainingJob, launch: Launch, log_path: Path, heartbeat: Path,
+                    cwd: str | None) -> LocalWorker | None:
+        spare = self.pool.take()
+        if spare is None:
+            return None
+        if not spare.assign(self.env(job, launch, heartbeat), cwd, log_path):
+            spare.retire()
+            return None
+        return LocalWorker(launch, spare.proc, log_path, heartbeat, datetime.now(UTC), spare=spare)
+
+    def _say_how_started(self, warm: list[LocalWorker], cold: list[int]) -> None:
+        if not self.on_event or not (warm or cold):
+            return
+        if warm:
+            which = ", ".join(f"{w.launch.index} (pid {w.proc.pid}, warmed up in {w.spare.ready_after:.1f} s)"
+                              for w in warm if w.spare is not None)
+            self.on_event(Event(NORMAL, "WarmStart", f"attempt {warm[0].launch.attempt}: worker(s) {which} started "
+                                                     "in warm spares"))
+        if cold:
+            why = self.pool.unavailable or "no warm spare was ready yet"
+            self.on_event(Event(NORMAL, "ColdStart", f"worker(s) {', '.join(map(str, cold))} started cold: {why}"))
+
+    def spares_wanted(self) -> int:
+        """One spare per worker while a Warm job trains (Running): a gang restart then has a spare
+        for every rank. None before the job first trains (spares would slow the gang's own
+        start-up), during a restart, or once it has finished; none with inPlaceRestarts >= 1, where
+        every trainyard-launch keeps a spare for its own in-place restarts (a gang restart past
+        their budget is then cold)."""
+        job = self.job
+        if job.spec.failure_policy.restart_mode != RestartMode.WARM or job.status.phase != Phase.RUNNING:
+            return 0
+        if job.spec.failure_policy.in_place_restarts >= 1:
+            return 0  # trainyard-launch keeps the spares of its own warm in-place restarts
+        return job.spec.desired_workers
+
+    def tend_spares(self) -> None:
+        want = self.spares_wanted()
+        if want == 0 and self.job.status.phase is not None and self.job.status.phase.terminal:
+            self.pool.stop()
+            return
+        if want == 0:
+            return
+        c = trainer_container(self.job.spec.template) or {}
+        try:
+            command = self.command(self.job)
+        except ValueError:
+            return
+        env = container_env(c)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        refused = self.pool.tend(want, command, env, working_dir(c))
+        if refused is not None and self.on_event:
+            self.on_event(Event(WARNING, "WarmUnavailable", f"spec.failurePolicy.restartMode Warm: this command "
+                                                            f"cannot run in a warm spare ({refused}); restarts are cold"))
 
     def delete(self, names: list[str]) -> None:
         for name in names:
@@ -210,7 +278,12 @@ class LocalBackend:
             if w is None:
                 continue
             if w.proc.poll() is None:
-                w.tree = kill_tree(w.proc.pid, signal.SIGTERM)
+                # One SIGTERM, to the worker's root only: trainyard-launch forwards it to torchrun,
+                # which stops its workers; signalling the whole tree as well would interrupt that
+                # shutdown with a second SIGTERM. Whatever is left after the grace is SIGKILLed.
+                w.tree = tree(w.proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(signal.SIGTERM)
                 self.stopping.append((w, time.monotonic() + STOP_GRACE_SECONDS))
 
     def kill(self, index: int, sig: int = signal.SIGKILL) -> LocalWorker | None:
@@ -232,11 +305,14 @@ class LocalBackend:
                     self.on_line(w, line)
             if w.finished is None and w.proc.poll() is not None:
                 w.finished = datetime.now(UTC)
+        self.tend_spares()
         still = []
         for w, deadline in self.stopping:
             left = alive(w.tree)
             w.proc.poll()
             if left and time.monotonic() > deadline:
+                if w.proc.returncode is None:  # and whatever it started since
+                    left = alive([*left, *tree(w.proc.pid)])
                 for p in left:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         p.kill()
@@ -256,7 +332,9 @@ class LocalBackend:
         return any(w.proc.poll() is None for w in self.workers.values()) or bool(self.stopping)
 
     def shutdown(self) -> None:
-        """Stops every process tree: SIGTERM, a grace period, then SIGKILL. Leaves nothing behind."""
+        """Stops every process tree: SIGTERM, a grace period, then SIGKILL, and every spare. Leaves
+        nothing behind."""
+        self.pool.stop()
         self.delete([n for n, w in self.workers.items() if w.proc.poll() is None])
         deadline = time.monotonic() + STOP_GRACE_SECONDS + 2
         while self.stopping and time.monotonic() < deadline:

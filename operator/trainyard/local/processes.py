@@ -28,6 +28,15 @@ def kill_tree(pid: int, sig: int) -> list[psutil.Process]:
     return procs
 
 
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and every descendant, without signalling them."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     out = []
     for p in procs:
