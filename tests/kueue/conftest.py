@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +23,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from ..cluster.conftest import BIN, IN_CI, OPERATOR_NS, REPO, Cluster, Operator, _service_account_kubeconfig
+from ..cluster.conftest import BIN, OPERATOR_NS, REPO, Cluster, Operator, _service_account_kubeconfig
 from ..cluster.helpers import Kube
-from ..support import wait_for
+from ..support import tier_unavailable, wait_for
 
 CLUSTER_NAME = os.environ.get("TRAINYARD_KUEUE_CLUSTER", "trainyard-kueue")
 KUEUE_SCRIPTS = REPO / "e2e" / "kueue"
@@ -49,11 +48,7 @@ def pytest_collection_modifyitems(items):
 
 
 def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"Kueue tier cannot run in CI: {why}", pytrace=False)
-    line = f"SKIPPING THE KUEUE TIER: {why}"
-    print(f"\n{'!' * len(line)}\n{line}\n{'!' * len(line)}", file=sys.stderr)
-    pytest.skip(line)
+    tier_unavailable("Kueue", why)
 
 
 def _script(path: Path, *args: str, timeout: float, env: dict[str, str] | None = None) -> str:

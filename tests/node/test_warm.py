@@ -9,12 +9,10 @@ import os
 
 from bench.node_warm import run_job
 
-from .test_operator import chart  # noqa: F401 - the operator installed by its chart, from its image
-
 KILLS = int(os.environ.get("TRAINYARD_NODE_WARM_KILLS", "10"))
 
 
-def test_warm_in_place_restarts_on_the_real_node_never_hang_nor_lose_a_checkpoint(chart, ns):  # noqa: F811
+def test_warm_in_place_restarts_on_the_real_node_never_hang_nor_lose_a_checkpoint(chart, ns):
     rows = run_job(chart.kubeconfig, ns, chart.trainer_image, "Warm", KILLS, print)
     *recoveries, final = rows
     assert len(recoveries) == KILLS, rows
