@@ -69,7 +69,7 @@ DEPLOYMENT: dict[str, Any] = {
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["trainyard", "operator"],
                     "args": ["--liveness=http://0.0.0.0:8080/healthz", "--log-format", "plain",
-                             "--metrics-port", "9090"],
+                             "--cluster-domain", "cluster.local", "--metrics-port", "9090"],
                     "ports": [{"name": "healthz", "containerPort": 8080, "protocol": "TCP"},
                               {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "initialDelaySeconds": 10,
@@ -204,6 +204,7 @@ def test_every_value_lands_where_it_should(template):
         "image": {"repository": "ghcr.io/acme/trainyard-operator", "tag": "1.2.3", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "regcred"}],
         "logFormat": "json",
+        "clusterDomain": "corp.example",
         "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         "serviceAccount": {"create": True, "name": "ops", "annotations": {"iam": "role"}},
         "podAnnotations": {"prometheus.io/scrape": "true"},
@@ -228,7 +229,8 @@ def test_every_value_lands_where_it_should(template):
     spec["securityContext"].update(runAsUser=20000, fsGroup=20000)  # merged over the defaults, key by key
     c = spec["containers"][0]
     c.update(image="ghcr.io/acme/trainyard-operator:1.2.3", imagePullPolicy="Always", resources=values["resources"])
-    c["args"] = ["--liveness=http://0.0.0.0:8080/healthz", "--log-format", "json", "--metrics-port", "9090", "--verbose"]
+    c["args"] = ["--liveness=http://0.0.0.0:8080/healthz", "--log-format", "json", "--cluster-domain", "corp.example",
+                 "--metrics-port", "9090", "--verbose"]
     c["securityContext"]["readOnlyRootFilesystem"] = False
     assert out.get("Deployment", "trainyard") == expected
     assert out.get("ServiceAccount", "ops")["metadata"]["annotations"] == {"iam": "role"}

@@ -31,7 +31,7 @@ def test_helm_lint_strict(helm):
     {"podSecurityContext": {"runAsUser": 20000, "fsGroup": 20000},
      "securityContext": {"readOnlyRootFilesystem": False}},
     {"securityContext": {"capabilities": None}, "podSecurityContext": {"runAsGroup": None}},
-    {"extraArgs": ["--verbose"], "imagePullSecrets": [{"name": "regcred"}], "priorityClassName": "system-cluster-critical",
+    {"extraArgs": ["--verbose"], "clusterDomain": "corp.example.", "imagePullSecrets": [{"name": "regcred"}], "priorityClassName": "system-cluster-critical",
      "podAnnotations": {"a": "b"}, "podLabels": {"team": "ml"}},
 ], ids=["namespaces", "json-metrics-monitor", "image", "digest", "existing-sa", "resources", "scheduling",
         "security-overrides", "null-removes-a-default", "extras"])
@@ -51,6 +51,9 @@ BAD: list[tuple[str, dict[str, Any], list[str]]] = [
     ("tag-spaces", {"image": {"tag": "latest please"}}, ["at '/image/tag'"]),
     ("image-typo", {"image": {"pullpolicy": "Always"}}, ["at '/image'", "'pullpolicy' not allowed"]),
     ("log-format", {"logFormat": "xml"}, ["at '/logFormat'", "'plain', 'json'"]),
+    ("cluster-domain-uppercase", {"clusterDomain": "Cluster.Local"}, ["at '/clusterDomain'"]),
+    ("cluster-domain-url", {"clusterDomain": "https://cluster.local"}, ["at '/clusterDomain'"]),
+    ("cluster-domain-empty", {"clusterDomain": ""}, ["at '/clusterDomain'"]),
     ("namespaces-string", {"watchNamespaces": "team-a"}, ["at '/watchNamespaces'", "want array"]),
     ("namespace-not-dns", {"watchNamespaces": ["ok", "Team_A"]}, ["at '/watchNamespaces/1'"]),
     ("namespace-too-long", {"watchNamespaces": ["a" * 64]}, ["at '/watchNamespaces/0'"]),

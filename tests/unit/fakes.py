@@ -18,6 +18,7 @@ class FakeClient:
             self.job.setdefault("metadata", {}).setdefault("resourceVersion", "1")
         self.calls: list[tuple] = []
         self.fail_creates: dict[str, Exception] = {}
+        self.created: dict[str, dict[str, Any]] = {}  # by name: what create was given
         self.conflicts = 0  # the next N status writes answer 409
         self.pool = ThreadPoolExecutor(max_workers=8)
         self._lock = threading.Lock()
@@ -46,6 +47,7 @@ class FakeClient:
     def create(self, manifest: dict[str, Any]) -> bool:
         name = manifest["metadata"]["name"]
         self._log("create", manifest["kind"], name)
+        self.created[name] = manifest
         if name in self.fail_creates:
             raise self.fail_creates[name]
         return True

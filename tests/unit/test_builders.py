@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -254,3 +255,35 @@ def test_a_tensorflow_worker_gets_tf_config_naming_every_worker_of_its_gang():
     assert (env["TRAINYARD_RUNTIME"], env["TRAINYARD_JOIN_TIMEOUT_SECONDS"]) == ("tensorflow", "120")
     assert not [k for k in env if k.startswith("PET_") or k in ("MASTER_ADDR", "WORLD_SIZE", "RANK")]
     assert (env["TRAINYARD_WORKER_INDEX"], env["TRAINYARD_ATTEMPT"]) == ("1", "4")
+
+
+def test_every_dns_name_in_a_pod_ends_in_the_operators_cluster_domain():
+    torch_pod = worker_pod(make_job({"workers": 2}), Launch("demo-3-1", 1, 3, 3), cluster_domain="corp.example")
+    env = {e["name"]: e["value"] for e in torch_pod["spec"]["containers"][0]["env"]}
+    assert env["PET_RDZV_ENDPOINT"] == "demo-3-0.demo.ml.svc.corp.example.:29400"
+    assert env["MASTER_ADDR"] == "demo-3-0.demo.ml.svc.corp.example."
+    tf_pod = worker_pod(make_job({"runtime": "tensorflow", "workers": 2}), Launch("demo-0-1", 1, 0, 0),
+                        cluster_domain="corp.example")
+    tf = json.loads({e["name"]: e["value"] for e in tf_pod["spec"]["containers"][0]["env"]}["TF_CONFIG"])
+    assert tf["cluster"]["worker"] == ["demo-0-0.demo.ml.svc.corp.example.:29400",
+                                       "demo-0-1.demo.ml.svc.corp.example.:29400"]
+
+
+@pytest.mark.parametrize(("given", "parsed"), [
+    ("cluster.local", "cluster.local"), ("corp.example.", "corp.example"), (" Corp.Example ", "corp.example"),
+    ("k8s-1.internal", "k8s-1.internal"),
+])
+def test_a_cluster_domain_is_read_as_the_kubelet_takes_it(given, parsed):
+    from trainyard.api.names import parse_cluster_domain
+    assert parse_cluster_domain(given) == parsed
+
+
+@pytest.mark.parametrize(("given", "words"), [
+    ("", "empty"), (".", "empty"), ("https://cluster.local", "label 'https://cluster'"), ("a..b", "label ''"),
+    ("-corp.example", "label '-corp'"), ("under_score.local", "label 'under_score'"), ("a" * 64 + ".local", "1-63"),
+    ("a." * 127 + "b", "longer than 253"),
+])
+def test_a_bad_cluster_domain_is_refused_naming_what_is_wrong(given, words):
+    from trainyard.api.names import parse_cluster_domain
+    with pytest.raises(ValueError, match=re.escape(words)):
+        parse_cluster_domain(given)

@@ -158,3 +158,20 @@ def test_progress_is_coalesced_and_anything_else_wakes_the_loop_at_once():
         return nudged_now, nudged_later, at_once, loop.wakeup.is_set()
 
     assert asyncio.run(scenario()) == (False, True, True, False)
+
+
+def test_the_operators_cluster_domain_reaches_every_pod_it_creates():
+    async def scenario(client: FakeClient) -> None:
+        loops = Loops(client, cluster_domain="corp.example")
+        loops.wake("ml", "demo")
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if "demo-0-1" in client.created:
+                break
+        loops.stop_all()
+
+    client = FakeClient(dict(BASE))
+    asyncio.run(scenario(client))
+    for name in ("demo-0-0", "demo-0-1"):
+        env = {e["name"]: e["value"] for e in client.created[name]["spec"]["containers"][0]["env"]}
+        assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc.corp.example.:29400", name

@@ -752,3 +752,12 @@ def test_notebook_is_valid_json_with_the_same_steps():
     # executed for real with a kernel: tests/runtime/test_notebook.py
     for name in ("LocalClient", "TrainyardClient", "client.submit", "client.wait", "client.progress", "plot_loss"):
         assert name in code
+
+
+@pytest.mark.parametrize(("args", "env"), [(["--cluster-domain", "Corp_Example"], {}),
+                                           ([], {"TRAINYARD_CLUSTER_DOMAIN": "https://corp.example"})])
+def test_the_operator_refuses_a_bad_cluster_domain_before_it_starts(args, env):
+    out = runner.invoke(app, ["operator", *args], env=env)
+    text = re.sub(r"[\s│╭╮╰╯─]+", " ", out.output)  # rich's error box wraps the message
+    assert out.exit_code == 2, out.output
+    assert "--cluster-domain" in text and "is not a DNS name" in text, text

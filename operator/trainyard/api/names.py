@@ -4,7 +4,7 @@ an object that already exists is a no-op (409), never a duplicate."""
 
 from __future__ import annotations
 
-import os
+import re
 
 LABEL_JOB_NAME = "trainyard.dev/job-name"
 LABEL_WORKER_INDEX = "trainyard.dev/worker-index"
@@ -40,12 +40,30 @@ def progress_lease_name(job: str) -> str:
     return f"{job}-progress"
 
 
-# The cluster's DNS domain (the kubelet's clusterDomain). TRAINYARD_CLUSTER_DOMAIN overrides it for
-# clusters that use another one.
-CLUSTER_DOMAIN = os.environ.get("TRAINYARD_CLUSTER_DOMAIN", "cluster.local")
+# The cluster's DNS domain (the kubelet's clusterDomain): the operator's --cluster-domain, the chart's
+# clusterDomain, for clusters that use another one.
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
-def worker_fqdn(job: str, namespace: str, attempt: int, index: int, cluster_domain: str = CLUSTER_DOMAIN) -> str:
+def parse_cluster_domain(value: str) -> str:
+    """A cluster domain as the kubelet's clusterDomain takes it (a DNS subdomain; one trailing dot
+    allowed), lower-cased and without the dot; ValueError naming what is wrong."""
+    domain = value.strip().lower()
+    domain = domain[:-1] if domain.endswith(".") else domain
+    if not domain:
+        raise ValueError("the cluster domain is empty (the kubelet's clusterDomain, e.g. cluster.local)")
+    if len(domain) > 253:
+        raise ValueError(f"the cluster domain {value!r} is longer than 253 characters")
+    for label in domain.split("."):
+        if not _DNS_LABEL.fullmatch(label):
+            raise ValueError(f"the cluster domain {value!r} is not a DNS name: label {label!r} must be 1-63 "
+                             "characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
+    return domain
+
+
+def worker_fqdn(job: str, namespace: str, attempt: int, index: int,
+                cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
     """The worker pod's DNS name (hostname.subdomain of the headless Service), absolute: with the
     cluster domain and a trailing dot, so the pod's resolver asks for exactly this name once. A
     relative `...<ns>.svc` has fewer dots than the pods' ndots:5, so every lookup would walk the

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from ..api.names import DEFAULT_CLUSTER_DOMAIN, parse_cluster_domain
+
 
 def crd() -> None:
     """Print the DistributedTrainingJob CustomResourceDefinition."""
@@ -23,9 +25,17 @@ def operator(
     liveness: str | None = typer.Option(None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz."),
     log_format: str = typer.Option("plain", help="plain or json."),
     metrics_port: int = typer.Option(9090, help="Serve Prometheus metrics on this port (0: off)."),
+    cluster_domain: str = typer.Option(
+        DEFAULT_CLUSTER_DOMAIN, envvar="TRAINYARD_CLUSTER_DOMAIN",
+        help="The cluster's DNS domain (the kubelet's clusterDomain): worker pods find worker 0 at "
+             "<pod>.<job>.<namespace>.svc.<domain>."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the operator (kopf, standalone: one replica, no peering)."""
+    try:
+        domain = parse_cluster_domain(cluster_domain)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--cluster-domain") from None
     if kubeconfig is not None:
         # Before importing kopf: the kubernetes library reads KUBECONFIG once, at import.
         os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -42,7 +52,8 @@ def operator(
         # kopf logs "Handler 'pod_event' succeeded." at INFO for every event: ~6 lines per pod, 24,000
         # for a burst of 4,000 pods. Its warnings and errors (and ours) still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None, metrics_port=metrics_port)
+    memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None, metrics_port=metrics_port,
+                     cluster_domain=domain)
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=not namespace,

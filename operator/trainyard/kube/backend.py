@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from .. import api
 from ..api import contract
 from ..api import reasons as R
-from ..api.names import LABEL_QUEUE_NAME, claim_name, service_name, workload_name
+from ..api.names import DEFAULT_CLUSTER_DOMAIN, LABEL_QUEUE_NAME, claim_name, service_name, workload_name
 from ..api.progress import rendezvous_annotation
 from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
@@ -59,8 +59,10 @@ class KubeBackend:
                  clock: Callable[[], float] = time.monotonic,
                  workloads: Callable[[], list[kueue.WorkloadState]] | None = None,
                  kueue_served: Callable[[], bool] | None = None,
-                 leases: Callable[[], list[tuple[str, LeaseState]]] | None = None):
+                 leases: Callable[[], list[tuple[str, LeaseState]]] | None = None,
+                 cluster_domain: str = DEFAULT_CLUSTER_DOMAIN):
         self.client = client
+        self.cluster_domain = cluster_domain  # the pods' DNS names end in it (--cluster-domain)
         self.clock = clock
         self.indexed = indexed  # (controller owner uid, worker) of every pod labelled with the job's name
         self.expectations = expectations or Expectations()
@@ -290,7 +292,7 @@ class KubeBackend:
         job_now = job.model_copy(update={"status": plan.status})
         for launch in plan.create:
             try:
-                manifests.append((launch, launch.name, worker_pod(job_now, launch, plan.placement)))
+                manifests.append((launch, launch.name, worker_pod(job_now, launch, plan.placement, self.cluster_domain)))
             except Exception as e:  # noqa: BLE001 - a template the builder cannot use is the user's to fix
                 manifests.append((launch, launch.name, _Refused(f"the pod template cannot be used: {e}")))
         if not manifests:

@@ -19,7 +19,7 @@ import kopf
 
 from .. import api
 from ..api import admission
-from ..api.names import LABEL_JOB_NAME
+from ..api.names import DEFAULT_CLUSTER_DOMAIN, LABEL_JOB_NAME
 from . import kueue, metrics
 from .client import KubeClient, load_config
 from .leases import from_lease
@@ -46,7 +46,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pod
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="trainyard-reconcile"))
     if "loops" not in memo:
-        memo["loops"] = Loops(KubeClient(load_config(memo.get("kubeconfig"))))
+        memo["loops"] = Loops(KubeClient(load_config(memo.get("kubeconfig"))),
+                              cluster_domain=memo.get("cluster_domain") or DEFAULT_CLUSTER_DOMAIN)
     memo["loops"].index = worker_pods  # kopf fills these before any resource handler runs
     memo["loops"].node_index = node_states
     memo["loops"].lease_index = job_leases

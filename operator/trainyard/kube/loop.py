@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .. import api
 from ..api import reasons as R
 from ..api.errors import validation_message
+from ..api.names import DEFAULT_CLUSTER_DOMAIN
 from ..engine import Applied, reconcile
 from ..engine.conditions import set_condition
 from ..engine.plan import Event, Plan
@@ -78,6 +79,7 @@ class JobLoop:
     workloads: Callable[[], list[Any]] = lambda: []
     kueue: Callable[[], bool] = lambda: False
     leases: Callable[[], list[tuple[str, LeaseState]]] = lambda: []
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     requeue: float | None = None
@@ -97,7 +99,8 @@ class JobLoop:
     def __post_init__(self) -> None:
         self.log = job_logger(self.namespace, self.name)
         self.backend = KubeBackend(self.client, self.indexed, self.expectations, self.log, self.nodes,
-                                   workloads=self.workloads, kueue_served=self.kueue, leases=self.leases)
+                                   workloads=self.workloads, kueue_served=self.kueue, leases=self.leases,
+                                   cluster_domain=self.cluster_domain)
 
     def lease_changed(self, lease: LeaseState) -> None:
         """The job's Lease changed (rank 0 renews it every few seconds while it trains). It wakes the
@@ -274,6 +277,7 @@ class Loops:
     node_ready: dict[str, bool | None] = field(default_factory=dict)
     workload_index: Any = None  # the kopf index of Kueue Workloads by job, bound at startup
     kueue: bool = False  # Kueue's Workload API is served (read at startup)
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN  # --cluster-domain: the pods' DNS names end in it
 
     def get(self, key: tuple[str, str]) -> JobLoop | None:
         return self.loops.get(key)
@@ -312,7 +316,7 @@ class Loops:
         loop = self.loops.get(key)
         if loop is None:
             loop = JobLoop(namespace, name, self.client, self.indexed(key), self.nodes, self.workloads(key),
-                           lambda: self.kueue, self.leases(key))
+                           lambda: self.kueue, self.leases(key), self.cluster_domain)
             loop.task = asyncio.create_task(loop.run(self), name=f"trainyard:{namespace}/{name}")
             self.loops[key] = loop
         if body is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..api import API_VERSION, KIND, TRAINER_CONTAINER, DistributedTrainingJob
 from ..api.names import (
+    DEFAULT_CLUSTER_DOMAIN,
     LABEL_ATTEMPT,
     LABEL_JOB_NAME,
     LABEL_MANAGED_BY,
@@ -148,16 +149,17 @@ def _place(pod_spec: dict[str, Any], placement: Placement | None) -> None:
         pod_spec["tolerations"] = tolerations + [t for t in placement.tolerations if t not in tolerations]
 
 
-def worker_pod(job: DistributedTrainingJob, launch: Launch, placement: Placement | None = None) -> dict[str, Any]:
+def worker_pod(job: DistributedTrainingJob, launch: Launch, placement: Placement | None = None,
+               cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> dict[str, Any]:
     meta, spec = job.metadata, job.spec
     template = copy.deepcopy(spec.template)
     tmeta = template.get("metadata") or {}
     pod_spec: dict[str, Any] = template["spec"]
     name = worker_name(meta.name, launch.attempt, launch.index)
-    endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0)
+    endpoint = worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, 0, cluster_domain)
     port = spec.rendezvous.port
     # Every worker of the gang, by index (a tensorflow job's TF_CONFIG); all of one attempt.
-    peers = [f"{worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, i)}:{port}"
+    peers = [f"{worker_fqdn(meta.name, meta.namespace, launch.rendezvous_attempt, i, cluster_domain)}:{port}"
              for i in range(spec.desired_workers)] if spec.runtime == Runtime.TENSORFLOW else None
     ckpt = spec.checkpoint
 
