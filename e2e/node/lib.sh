@@ -25,7 +25,7 @@ CONTAINERD_STATE="${RUN_DIR}/containerd"
 CONTAINERD_SOCK="${RUN_DIR}/containerd.sock"
 # The pre-created local PersistentVolumes' directories (e2e/node/up.sh, LOCAL_PVS of them).
 PV_ROOT="${NODE_HOME}/pv"
-LOCAL_PVS="${LOCAL_PVS:-4}"
+LOCAL_PVS="${LOCAL_PVS:-8}"
 STORAGE_CLASS=trainyard-local
 
 # The cluster the node joins (e2e/cluster/up.sh NAME).

@@ -13,7 +13,7 @@
 # Prints the cluster's admin kubeconfig path as the last stdout line. Needs root.
 #
 # Env: NODE_CLUSTER (trainyard-node), NODE_COUNT (0: fake kwok nodes of the cluster),
-#      LOCAL_PVS (4), COREDNS_TTL and COREDNS_CACHE (30 and 30: kubeadm's Corefile),
+#      LOCAL_PVS (8), COREDNS_TTL and COREDNS_CACHE (30 and 30: kubeadm's Corefile),
 #      COREDNS_NEGATIVE_CACHE (1; 0: no NXDOMAIN caching in the cluster zone), UP_TIMEOUT (180).
 set -euo pipefail
 

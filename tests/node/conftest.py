@@ -158,8 +158,33 @@ def node() -> Iterator[Node]:
     down()
 
 
+def recycle_volumes(node: Node) -> list[str]:
+    """The node's local PVs are Retain (like most real storage): a claim's deletion leaves its PV
+    Released, bound to nobody, for good. Released means no pod uses it any more (the claim's
+    protection finalizer held the claim until then): empty its directory and make it Available
+    again, as up.sh does at start, so a long session never runs out of volumes."""
+    pvs = json.loads(node.kubectl("get", "pv", "-l", "trainyard.dev/local-pv=true", "-o", "json").stdout)["items"]
+    done = []
+    for pv in pvs:
+        if pv.get("status", {}).get("phase") != "Released":
+            continue
+        root = Path(pv["spec"]["local"]["path"])
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        os.chown(root, 0, 0)
+        root.chmod(0o755)
+        node.kubectl("patch", "pv", pv["metadata"]["name"], "--type=json",
+                     "-p", '[{"op": "remove", "path": "/spec/claimRef"}]')
+        done.append(pv["metadata"]["name"])
+    return done
+
+
 @pytest.fixture
 def ns(node: Node) -> Iterator[str]:
+    recycle_volumes(node)
     name = f"n-{uuid.uuid4().hex[:8]}"
     node.kubectl("create", "namespace", name)
     wait_for(lambda: node.get("serviceaccount", "default", name), 60, f"default ServiceAccount in {name}")
