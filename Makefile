@@ -56,7 +56,7 @@ actionlint: cluster-tools
 	$(CLUSTER_BIN)/actionlint
 
 test: setup lint verify
-	$(VENV)/bin/pytest tests -q
+	$(VENV)/bin/pytest tests -q --durations=25
 
 # The main example job on 2 local workers; worker 1 is killed mid-training on purpose, the gang
 # restarts and resumes from the last checkpoint, and the job ends Succeeded with its accuracy.

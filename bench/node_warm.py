@@ -197,6 +197,12 @@ def run_job(kc: str, ns: str, image: str, mode: str, kills: int, log) -> list[di
                     if done:
                         break
                 time.sleep(0.3)
+            # The step the gang had reached when rank 1 died: worker 0's last step line logged before
+            # the kill (the runtime's timestamps). steps[-1] above was read before the checkpoint
+            # listing and the exec, during which training went on (398 read, 400 checkpointed, killed).
+            rec["killed_at_step"] = max([int(m.group(1)) for t, line in list(f0.lines)
+                                         if t <= kill_t and (m := re.search(r"\[trainyard\] step=(\d+)", line))],
+                                        default=rec["killed_at_step"])
             rec["hung"] = not done
             rec["lost_checkpoint"] = bool(done and rec.get("resumed_from", -1) < last)
             log(f"  {name}: {rec}")

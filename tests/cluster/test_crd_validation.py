@@ -87,7 +87,8 @@ def test_defaults_are_applied_and_unknown_fields_pruned(kube, ns):
     obj = kube.create_job(ns, body)
     assert "bogus" not in obj["spec"]
     assert obj["spec"]["failurePolicy"] == {"restartPolicy": "OnFailure", "restartScope": "Gang", "backoffLimit": 3,
-                                            "backoffSeconds": 10, "maxBackoffSeconds": 300, "inPlaceRestarts": 0}
+                                            "backoffSeconds": 10, "maxBackoffSeconds": 300, "inPlaceRestarts": 0,
+                                            "restartMode": "Cold"}
     assert obj["spec"]["rendezvous"] == {"port": 29400, "joinTimeoutSeconds": 600}
 
 

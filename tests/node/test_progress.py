@@ -100,6 +100,14 @@ def stop_training(node: Node, ns: str, pod: str, sig: str = "SIGSTOP") -> str:
     return out
 
 
+def columns_of(head: str, row: str) -> dict[str, str]:
+    """One row of kubectl's table by the header's column offsets: an empty cell (kubectl prints
+    nothing for an empty string) leaves the cells after it in place."""
+    starts = [m.start() for m in re.finditer(r"\S+", head)]
+    ends = [*starts[1:], None]
+    return {head[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
+
+
 class Columns:
     """`kubectl get dtj NAME` every 2 s in a thread: the rows it printed while the job ran."""
 
@@ -116,8 +124,7 @@ class Columns:
                 out = node.kubectl("-n", ns, "get", "dtj", name, *(["-o", "wide"] if wide else []), check=False)
                 lines = out.stdout.splitlines()
                 if out.returncode == 0 and len(lines) == 2:
-                    head, row = (re.split(r"\s{2,}", x.strip()) for x in lines)
-                    into.append(dict(zip(head, row, strict=False)))
+                    into.append(columns_of(*lines))
             self._stop.wait(2)
 
     def stop(self) -> None:

@@ -6,6 +6,7 @@ trains for real with torch and gloo.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -214,7 +215,17 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
     tree = psutil.Process(proc.pid).children(recursive=True)
     assert len(tree) == 4, tree  # 2 workers and 2 grandchildren
     os.kill(proc.pid, signal.SIGINT)
-    assert proc.wait(30) == 130
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR2)  # its stack on stderr (faulthandler), in this test's report
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        for p in [psutil.Process(proc.pid), *tree]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        pytest.fail(f"trainyard run did not end within 30 s of Ctrl-C; still alive: {psutil.wait_procs(tree, 0)[1]}")
+    assert code == 130
     gone, alive = psutil.wait_procs(tree, timeout=10)
     assert alive == []
 

@@ -33,7 +33,9 @@ def test_kill_and_resume_in_a_row_is_warm_never_hangs_and_never_loses_a_checkpoi
         assert not r.hung, r.row()
         assert r.started_warm, r.row()  # a spare was ready for every rank, and took it
         assert r.resumed_from is not None and r.resumed_from >= r.last_checkpoint, r.row()
-        assert r.resumed_from <= r.killed_at_step, r.row()
+        # killed_at_step is the step last seen before the checkpoint listing and the kill: the
+        # trainer may be a step further on, past a checkpoint it completed in between
+        assert r.resumed_from <= max(r.killed_at_step, r.last_checkpoint), r.row()
     assert s.phase == "Succeeded" and s.restarts == KILLS, (s.phase, s.restarts, s.events[-3:])
     assert s.final and s.final.startswith(f"done step={STEPS}")  # every step, once
     warm = [e for e in s.events if e.reason == "WarmStart"]
@@ -77,7 +79,8 @@ def test_warm_in_place_restarts_keep_the_workers_and_resume_from_the_checkpoint(
     assert len(s.recoveries) == kills, [r.row() for r in s.recoveries]
     for r in s.recoveries:
         assert not r.hung and r.started_warm, r.row()
-        assert r.resumed_from is not None and r.last_checkpoint <= r.resumed_from <= r.killed_at_step, r.row()
+        assert r.resumed_from is not None and r.last_checkpoint <= r.resumed_from <= max(r.killed_at_step,
+                                                                                        r.last_checkpoint), r.row()
         assert r.attempt == 0, r.row()
     assert s.phase == "Succeeded" and s.restarts == 0, (s.phase, s.restarts)
     assert s.final and s.final.startswith(f"done step={STEPS}")

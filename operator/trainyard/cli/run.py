@@ -21,6 +21,7 @@ def run(
         None, help="Kill a worker on purpose: worker=1,after=30s or worker=1,at-step=40 [,signal=KILL]."),
 ) -> None:
     """Run the job on this machine as local processes, with the operator's decision engine."""
+    import faulthandler
     import signal as _signal
 
     from rich.console import Console
@@ -49,6 +50,7 @@ def run(
     view = View(console)
     runner = Runner(job, base, ckpt, injection, on_event=view.event, on_line=view.line)
     _signal.signal(_signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    faulthandler.register(_signal.SIGUSR2, all_threads=True)  # kill -USR2: where it is, on stderr
     try:
         result = view.run(runner)
     except KeyboardInterrupt:
