@@ -160,8 +160,8 @@ def test_upgrade_to_namespaced_rbac_json_logs_and_a_service_monitor(release):
     dep = get(c, "deployment", "trainyard", "-n", NS)
     assert dep["metadata"]["generation"] == before + 1
     assert dep["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "--liveness=http://0.0.0.0:8080/healthz", "--log-format", "json", "--metrics-port", "9090",
-        "--namespace", "team-a"]
+        "--liveness=http://0.0.0.0:8080/healthz", "--log-format", "json", "--cluster-domain", "cluster.local",
+        "--metrics-port", "9090", "--namespace", "team-a"]
     c.kubectl_run("wait", "--for=condition=Available", "--timeout=60s", "-n", NS, "deployment/trainyard")
     # namespaced mode: a Role in the watched namespace, no cluster-wide grant any more
     # nodes and ResourceFlavors are cluster-scoped: their read-only ClusterRoles stay with namespaced RBAC
