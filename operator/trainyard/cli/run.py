@@ -50,6 +50,9 @@ def run(
     view = View(console)
     runner = Runner(job, base, ckpt, injection, on_event=view.event, on_line=view.line)
     _signal.signal(_signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Started from a script's background job, SIGINT comes in ignored (and Python keeps it so):
+    # `kill -INT` must still stop every worker.
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     faulthandler.register(_signal.SIGUSR2, all_threads=True)  # kill -USR2: where it is, on stderr
     try:
         result = view.run(runner)
