@@ -233,7 +233,9 @@ def run(rounds: int = 3, soak_kills: int = 20) -> Result:
         log(f"P6 soak: one Warm job, {soak_kills} kills in a row")
         t0 = time.monotonic()
         s = soak(soak_kills, "Warm", kill_at=KILL_AT, every=60, victims=(1, 0), timeout=HANG_S,
-                 args=["--epochs", "80", "--log-every", "1", "--checkpoint-every", "50", "--step-delay", "0.02"])
+                 # long enough for every kill: each waits for both spares to be warm again (~150 steps here)
+                 args=["--epochs", str(max(80, 8 * soak_kills)), "--log-every", "1", "--checkpoint-every", "50",
+                       "--step-delay", "0.02"])
         rows = [r.row() for r in s.recoveries]
         hangs = sum(r.hung for r in s.recoveries)
         lost = sum(1 for r in s.recoveries if r.resumed_from is not None and r.resumed_from < r.last_checkpoint)

@@ -23,7 +23,15 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from ..cluster.conftest import BIN, OPERATOR_NS, REPO, Cluster, Operator, _service_account_kubeconfig
+from ..cluster.conftest import (  # noqa: F401 - _operator_stays_healthy: the cluster tier's autouse check, here too
+    BIN,
+    OPERATOR_NS,
+    REPO,
+    Cluster,
+    Operator,
+    _operator_stays_healthy,
+    _service_account_kubeconfig,
+)
 from ..cluster.helpers import Kube
 from ..support import tier_unavailable, wait_for
 
@@ -122,14 +130,6 @@ def operator(kueue_cluster: Cluster, pool: str, tmp_path_factory) -> Iterator[Op
     op.start()
     yield op
     op.stop()
-
-
-@pytest.fixture(autouse=True)
-def _operator_stays_healthy(request):
-    yield
-    if "operator" in request.fixturenames:
-        op: Operator = request.getfixturevalue("operator")
-        assert op.errors() == [], "\n".join(op.errors()[:20]) + "\n" + op.logs()
 
 
 @pytest.fixture
