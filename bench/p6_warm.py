@@ -139,6 +139,12 @@ def torchrun_in_place() -> dict[str, float]:
             return {"hung": 1.0, "last_checkpoint": float(last_ckpt)}
         raise TimeoutError("torchrun: never reached the kill step")
     finally:
+        # torchrun puts each worker in a process group of its own: killing torchrun's group leaves a
+        # hung round's workers training on (seen: two orphans per hung round). Kill the whole tree.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
