@@ -73,6 +73,22 @@ def _say(msg: str) -> None:
 # ---------------------------------------------------------------------------- the coordinator
 
 
+
+def _messages(conn: socket.socket):
+    """The words of each newline-ended line from `conn`, until it closes or fails."""
+    buf = b""
+    while True:
+        try:
+            chunk = conn.recv(4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode(errors="replace").split()
+
 class Coordinator:
     """Worker 0's launcher: decides generations. One thread per connection; state under a lock."""
 
@@ -104,18 +120,8 @@ class Coordinator:
                 c.sendall(line.encode() + b"\n")
 
     def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = conn.recv(4096)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                return
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                self._handle(line.decode(errors="replace").split())
+        for msg in _messages(conn):
+            self._handle(msg)
 
     def _handle(self, msg: list[str]) -> None:
         if len(msg) < 3:
@@ -241,19 +247,9 @@ class WarmAgent:
         return None
 
     def _listen(self, conn: socket.socket) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = conn.recv(4096)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.msgs.put(["lost"])
-                return
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                self.msgs.put(line.decode(errors="replace").split())
+        for msg in _messages(conn):
+            self.msgs.put(msg)
+        self.msgs.put(["lost"])
 
     def _rank_env(self, gen: int) -> dict[str, str]:
         return {**self.env, "MASTER_PORT": str(self.port + 1 + gen), "TORCHELASTIC_RESTART_COUNT": str(gen)}

@@ -82,14 +82,19 @@ def service_account_of(job: DistributedTrainingJob) -> str:
 def progress_lease(job: DistributedTrainingJob) -> dict[str, Any]:
     """The Lease rank 0 renews with its progress (annotations; api.contract), worker 0's launcher
     notes its start in, and the operator publishes worker 0's pod IP in."""
-    meta = job.metadata
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": progress_lease_name(meta.name), "namespace": meta.namespace, "labels": _labels(job),
-                     "ownerReferences": [owner_reference(job)]},
+        "metadata": _progress_metadata(job),
         "spec": {},
     }
+
+
+def _progress_metadata(job: DistributedTrainingJob) -> dict[str, Any]:
+    """The Lease, its Role and its RoleBinding: one name, the job's labels, owned by the job."""
+    meta = job.metadata
+    return {"name": progress_lease_name(meta.name), "namespace": meta.namespace, "labels": _labels(job),
+            "ownerReferences": [owner_reference(job)]}
 
 
 def progress_role(job: DistributedTrainingJob) -> dict[str, Any]:
@@ -99,8 +104,7 @@ def progress_role(job: DistributedTrainingJob) -> dict[str, Any]:
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "Role",
-        "metadata": {"name": name, "namespace": meta.namespace, "labels": _labels(job),
-                     "ownerReferences": [owner_reference(job)]},
+        "metadata": _progress_metadata(job),
         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [name],
                    "verbs": ["get", "patch"]}],
     }
@@ -113,8 +117,7 @@ def progress_role_binding(job: DistributedTrainingJob) -> dict[str, Any]:
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": meta.namespace, "labels": _labels(job),
-                     "ownerReferences": [owner_reference(job)]},
+        "metadata": _progress_metadata(job),
         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": service_account_of(job), "namespace": meta.namespace}],
     }
