@@ -46,7 +46,7 @@ def test_retryable_failure_restarts_the_gang_with_a_new_rendezvous(kube, ns, ope
     assert max(live_indices_by_attempt(kube, ns, "gang").values()) == 1
     assert reason(kube, ns, "gang", "Restarting") == ("False", "AllWorkersRunning")
     events = [r for r, _ in kube.events(ns, "gang")]
-    assert events == ["WorkersCreated", "AllWorkersRunning", "WorkerFailed", "AllWorkersRunning"]
+    assert events == ["AllWorkersRunning", "WorkerFailed", "AllWorkersRunning"]
 
 
 @pytest.mark.parametrize(("policy", "code", "term_reason", "expected"), [

@@ -76,7 +76,7 @@ def test_submit_status_wait_until_succeeded(kube, ns, operator, sdk_client):
         ("sdk-ok-0-0", 0, 0, "Succeeded", 0, "Completed"), ("sdk-ok-0-1", 0, 1, "Succeeded", 0, "Completed")]
     assert all(w.node.startswith("kwok-node-") for w in workers)
     reasons = [e.reason for e in sdk_client.events(name)]
-    assert reasons[0] == "WorkersCreated" and reasons[-1] == "AllWorkersSucceeded"
+    assert reasons[0] == "AllWorkersRunning" and reasons[-1] == "AllWorkersSucceeded"
 
 
 def test_wait_times_out_with_the_last_status(ns, operator, sdk_client):

@@ -91,11 +91,10 @@ def test_killed_worker_restarts_the_gang_with_a_new_rendezvous_id(tmp_path):
     st = result.job.status
     assert (st.phase, st.restarts, st.attempt) == (Phase.SUCCEEDED, 1, 1)
     assert [e.reason for e in result.events] == [
-        R.WORKERS_CREATED, R.ALL_WORKERS_RUNNING, "InjectedFailure", R.WORKER_FAILED, R.ALL_WORKERS_RUNNING,
-        R.ALL_WORKERS_SUCCEEDED]
+        R.ALL_WORKERS_RUNNING, "InjectedFailure", R.WORKER_FAILED, R.ALL_WORKERS_RUNNING, R.ALL_WORKERS_SUCCEEDED]
     uid = result.job.metadata.uid
     assert (tmp_path / "ckpt" / "rdzv-1").read_text() == f"{uid}-1"
-    assert "exited with code 137 (killed by SIGKILL)" in result.events[3].message
+    assert "exited with code 137 (killed by SIGKILL)" in result.events[2].message
 
 
 def test_non_retryable_exit_code_fails_with_the_reason(tmp_path):

@@ -71,3 +71,10 @@ def report(step: int, when: datetime, attempt: int = 0, training: bool = True, *
 
 def lease(report: Report | None = None, launcher: LauncherStart | None = None) -> Child:
     return Child(LEASE, "demo-progress", exists=True, report=report, launcher=launcher)
+
+
+@pytest.fixture
+def first_write_at_once(monkeypatch):
+    """A new job's first status is written in the reconcile that decided it (it may otherwise wait
+    FIRST_WRITE_SECONDS for its pods to run: engine.writes), for tests about that write itself."""
+    monkeypatch.setattr("trainyard.kube.backend.FIRST_WRITE_SECONDS", 0.0)

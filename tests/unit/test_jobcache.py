@@ -3,6 +3,8 @@ write, never an older version; whatever it cannot vouch for is read with a GET."
 
 from __future__ import annotations
 
+import pytest
+
 from trainyard.kube.jobcache import JobCache
 from trainyard.kube.loop import JobLoop
 
@@ -58,6 +60,7 @@ def test_what_is_read_is_a_copy():
     assert c.read()["spec"]["workers"] == 2
 
 
+@pytest.mark.usefixtures("first_write_at_once")
 def test_a_reconcile_woken_by_an_event_needs_no_get_and_a_resync_always_reads():
     client = FakeClient(dict(BASE))
     loop = JobLoop("ml", "demo", client, lambda: [])
@@ -71,6 +74,7 @@ def test_a_reconcile_woken_by_an_event_needs_no_get_and_a_resync_always_reads():
     assert client.verbs().count("get") == 1
 
 
+@pytest.mark.usefixtures("first_write_at_once")
 def test_a_conflict_forgets_the_cache():
     client = FakeClient(dict(BASE))
     loop = JobLoop("ml", "demo", client, lambda: [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from trainyard.api import reasons as R
@@ -70,6 +71,7 @@ def test_a_refused_creation_is_not_counted_as_created_and_becomes_status():
     assert client.verbs().count("patch_status") == 1 and ("event", R.QUOTA_EXCEEDED) in client.calls
 
 
+@pytest.mark.usefixtures("first_write_at_once")
 def test_the_loop_decides_again_after_a_conflict():
     client = FakeClient(dict(BASE))
     client.conflicts = 1
@@ -98,6 +100,7 @@ def test_a_deleted_job_stops_deciding():
     assert loop.reconcile() is None
 
 
+@pytest.mark.usefixtures("first_write_at_once")
 def test_an_event_wakes_the_jobs_loop_which_reconciles_once_per_burst():
     client = FakeClient(dict(BASE))
 

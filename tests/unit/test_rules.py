@@ -198,7 +198,7 @@ def test_backoff(until, outcome, cleared):
 
 
 @pytest.mark.parametrize(("workers", "spec", "create", "delete", "events"), [
-    ([], {}, ["demo-0-0", "demo-0-1"], [], [R.WORKERS_CREATED]),
+    ([], {}, ["demo-0-0", "demo-0-1"], [], []),  # the Created condition says so; no event (engine.writes)
     ([wk(0)], {}, ["demo-0-1"], [], [R.SCALED]),
     ([wk(0), wk(1), wk(2)], {}, [], ["demo-0-2"], [R.SCALED]),
     ([wk(0), wk(1)], {}, [], [], []),

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from kubernetes.client.exceptions import ApiException
+
 from trainyard.api import Phase
 from trainyard.api import reasons as R
 from trainyard.engine import decide
 from trainyard.engine.workers import State
-from trainyard.engine.writes import COUNTS_INTERVAL_SECONDS, urgent
+from trainyard.engine.writes import COUNTS_INTERVAL_SECONDS, FIRST_WRITE_SECONDS, urgent
 from trainyard.kube.backend import KubeBackend
 from trainyard.kube.loop import JobLoop
 
@@ -75,34 +77,44 @@ def loop_with(client: FakeClient, pods: list, clock: Clock) -> JobLoop:
     return loop
 
 
-def test_workers_starting_one_by_one_cost_one_write_at_creation_and_one_when_running():
+def test_a_gang_that_runs_within_the_first_write_window_costs_one_status_write_to_running():
     client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 4}})), Clock(), []
     loop = loop_with(client, pods, clock)
-    loop.reconcile()
-    assert client.verbs().count("patch_status") == 1  # created: members, Created, Pending
-    for i in range(3):  # they start one by one: only the tally changes
+    wait = loop.reconcile()
+    assert client.verbs().count("patch_status") == 0 and wait == FIRST_WRITE_SECONDS  # Pending may wait
+    created = [c[2] for c in client.calls if c[0] == "create"]
+    assert created[0] == "demo" and created[1:5] == [f"demo-0-{i}" for i in range(4)]  # the Service, the pods
+    for i in range(3):  # they start one by one: nothing is written, nothing is created again
         pods[:] = [now_wk(j, state=State.RUNNING if j <= i else State.PENDING) for j in range(4)]
-        clock.now += 1
-        wait = loop.reconcile()
-        assert 0 < wait <= COUNTS_INTERVAL_SECONDS - 1 - i  # it looks again when the tally is due
-    assert client.verbs().count("patch_status") == 1
-    assert client.job["status"]["workers"]["ready"] == 0
+        clock.now += 0.5
+        assert 0 < loop.reconcile() <= FIRST_WRITE_SECONDS - 0.5 * (i + 1)
+    assert client.verbs().count("patch_status") == 0 and client.verbs().count("create") == len(created)
     pods[:] = [now_wk(j) for j in range(4)]
     clock.now += 0.5
-    loop.reconcile()  # all running: a phase change, written at once with the counts
-    assert client.verbs().count("patch_status") == 2
+    loop.reconcile()  # all running: a phase change, written at once with everything before it
+    assert client.verbs().count("patch_status") == 1
     st = client.job["status"]
     assert (st["phase"], st["workers"]["ready"]) == ("Running", 4)
-    assert [c[1] for c in client.calls if c[0] == "event"] == [R.WORKERS_CREATED, R.ALL_WORKERS_RUNNING]
+    assert {c["type"]: c["status"] for c in st["conditions"]} == {"Created": "True", "Running": "True"}
+    assert st["members"] == [{"attempt": 0, "created": True, "indexes": "0-3"}]
+    assert [c[1] for c in client.calls if c[0] == "event"] == [R.ALL_WORKERS_RUNNING]
 
 
-def test_a_waiting_tally_is_written_once_the_interval_has_passed():
+def test_a_gang_slower_than_the_window_shows_pending_then_its_counts_at_the_interval():
     client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 4}})), Clock(), []
     loop = loop_with(client, pods, clock)
     loop.reconcile()
+    pods[:] = [now_wk(j, state=State.PENDING) for j in range(4)]
+    clock.now += 1
+    assert loop.reconcile() == FIRST_WRITE_SECONDS - 1  # the loop looks again when it is due
+    clock.now += FIRST_WRITE_SECONDS - 1
+    loop.reconcile()
+    assert client.verbs().count("patch_status") == 1
+    st = client.job["status"]
+    assert (st["phase"], st["members"]) == ("Pending", [{"attempt": 0, "created": True, "indexes": "0-3"}])
     pods[:] = [now_wk(0), now_wk(1), now_wk(2, state=State.PENDING), now_wk(3, state=State.PENDING)]
     clock.now += 2
-    assert loop.reconcile() == COUNTS_INTERVAL_SECONDS - 2
+    assert loop.reconcile() == COUNTS_INTERVAL_SECONDS - 2  # only the tally changed: it waits
     assert client.verbs().count("patch_status") == 1
     clock.now += COUNTS_INTERVAL_SECONDS - 2
     loop.reconcile()
@@ -112,6 +124,36 @@ def test_a_waiting_tally_is_written_once_the_interval_has_passed():
     clock.now += 1
     assert loop.reconcile() > 590  # nothing waits: the next look is the startup deadline's
     assert client.verbs().count("patch_status") == 2
+    assert [c[1] for c in client.calls if c[0] == "event"] == []
+
+
+def test_the_happy_path_costs_the_children_two_status_writes_and_two_events():
+    """Create to Succeeded: the Service, one pod per worker, the status when Running and when
+    Succeeded, and an event for each (the budget the bench's P2 counts at the apiserver). Progress
+    reporting's Lease, Role and RoleBinding are counted apart (docs/progress.md)."""
+    client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 8}})), Clock(), []
+    loop = loop_with(client, pods, clock)
+    loop.reconcile()
+    for states in ([State.PENDING] * 8, [State.RUNNING] * 3 + [State.PENDING] * 5, [State.RUNNING] * 8,
+                   [State.SUCCEEDED] * 2 + [State.RUNNING] * 6, [State.SUCCEEDED] * 8):
+        pods[:] = [now_wk(j, state=s, exit_code=0 if s == State.SUCCEEDED else None) for j, s in enumerate(states)]
+        clock.now += 0.5
+        loop.reconcile()
+    assert client.job["status"]["phase"] == "Succeeded"
+    writes = [c for c in client.calls if c[0] in ("create", "patch_status", "event", "delete", "patch_lease")]
+    created = [c[1] for c in writes if c[0] == "create"]
+    assert created == ["Service"] + ["Pod"] * 8 + ["Lease", "Role", "RoleBinding"]
+    assert [c[0] for c in writes if c[0] != "create"] == ["patch_status", "event", "patch_status", "event"]
+    assert [c[1] for c in writes if c[0] == "event"] == [R.ALL_WORKERS_RUNNING, R.ALL_WORKERS_SUCCEEDED]
+
+
+def test_a_refused_first_gang_is_written_at_once():
+    client, clock = FakeClient(merge(BASE, {"spec": {"workers": 2}})), Clock()
+    client.fail_creates["demo-0-1"] = ApiException(status=403, reason="Forbidden")
+    loop = loop_with(client, [], clock)
+    loop.reconcile()
+    assert client.verbs().count("patch_status") == 1
+    assert client.job["status"]["conditions"][0]["status"] == "False"  # Created=False says why, now
 
 
 def test_a_fault_and_a_terminal_status_are_never_held_back():

@@ -121,8 +121,15 @@ class Decision:
     def event(self, type_: str, reason: str, message: str) -> None:
         self.plan.events.append(Event(type_, reason, message))
 
-    def condition(self, type_: str, true: bool, reason: str, message: str) -> None:
-        set_condition(self.plan.status, type_, true, reason, message, self.now)
+    def condition(self, type_: str, true: bool, reason: str, message: str, at: datetime | None = None) -> None:
+        """`at`: when it became so, if that was before this decision (a transition's time)."""
+        set_condition(self.plan.status, type_, true, reason, message, at or self.now)
+
+    def first_pod_created_at(self) -> datetime | None:
+        """When the current gang's first pod was created, as observed; None: none observed yet. A
+        status written a while after its gang was created (engine.writes) keeps the true time."""
+        return min((w.created_at for w in self.gang.members.values() if w.exists and w.created_at is not None),
+                   default=None)
 
     def delete(self, workers: list[Worker]) -> None:
         for w in workers:

@@ -12,18 +12,27 @@ too). What a decision changes in the status is of two kinds:
   ("waiting for 3 of 8 workers to start"). Alone, these are written with the next change of the
   first kind, or once `COUNTS_INTERVAL_SECONDS` have passed since the job's last status write.
 
-So a gang whose workers start one by one costs one write when it is created and one when it is
-Running, rather than one per worker; a gang that takes minutes to start still shows its counts
-moving, at most every COUNTS_INTERVAL_SECONDS. Pure: the drivers apply the rate.
+- a new job's first status, when all it says is that the first gang's pods were created (phase
+  Pending, Created=True): it may wait `FIRST_WRITE_SECONDS` for the gang to run. Pods that start
+  within that time make it one write (phase Running) instead of two. Waiting loses nothing: the
+  pods carry their attempt, so a decision made before the write (or by an operator restarted
+  meanwhile) adopts them as the gang's members, and `startTime` is the first pod's creation.
+
+So a gang whose workers start one by one costs one write when it is Running (or one when it is
+created, if starting takes longer than FIRST_WRITE_SECONDS, and one when it is Running), rather than
+one per worker; a gang that takes minutes to start still shows its counts moving, at most every
+COUNTS_INTERVAL_SECONDS. Pure: the drivers apply the rates.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..api import DistributedTrainingJobStatus
+from ..api import DistributedTrainingJobStatus, Phase
+from ..api import reasons as R
 
 COUNTS_INTERVAL_SECONDS = 10.0
+FIRST_WRITE_SECONDS = 3.0
 
 # The tally: fields of the status that may wait (condition messages are handled below).
 TALLY_FIELDS = frozenset({"workers", "message"})
@@ -38,3 +47,11 @@ def _acted_on(status: DistributedTrainingJobStatus) -> dict[str, Any]:
 def urgent(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus) -> bool:
     """True if `new` changes anything beyond the tally (the worker counts, the messages)."""
     return _acted_on(old) != _acted_on(new)
+
+
+def first_gang_created(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus) -> bool:
+    """True if `new` is a new job's first status and says only that its first gang was created:
+    the one acted-on change that may wait FIRST_WRITE_SECONDS (nothing failed, nothing was refused)."""
+    created = new.condition(R.CREATED)
+    return (old.phase is None and new.phase == Phase.PENDING and new.attempt == 0
+            and created is not None and created.status == "True")

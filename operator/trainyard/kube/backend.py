@@ -22,7 +22,7 @@ from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
 from ..engine.refusals import retry_at
 from ..engine.workers import Child, Refusal, State, Worker
-from ..engine.writes import COUNTS_INTERVAL_SECONDS, urgent
+from ..engine.writes import COUNTS_INTERVAL_SECONDS, FIRST_WRITE_SECONDS, first_gang_created, urgent
 from . import kueue
 from .client import Conflict, KubeClient, api_message, api_reason
 from .expectations import Expectations
@@ -75,7 +75,8 @@ class KubeBackend:
         self._claim_read = 0.0
         self._lost_nodes: set[str] = set()
         self.status_written_at: float | None = None  # our last status write (clock), None: none yet
-        self.tally_pending = False  # a status that differs only in its tally is waiting to be written
+        self.write_due: float | None = None  # when a status that may wait is to be written (clock)
+        self.first_decided_at: float | None = None  # when a new job's first status was first held back
         self.written: dict[str, Any] | None = None  # the job as our last status write left it (the answer)
         self.workloads = workloads or (lambda: [])  # the Workloads labelled with the job's name (kopf index)
         self.kueue_served = kueue_served or (lambda: False)
@@ -245,14 +246,15 @@ class KubeBackend:
             return Applied.DECIDE_AGAIN
 
         new_status = status_body(plan.status)
-        self.tally_pending = False
+        self.write_due = None
         if new_status != status_body(job.status):
-            if plan.events or urgent(job.status, plan.status) or self._tally_wait() == 0:
+            wait = self._write_wait(job.status, plan)
+            if wait == 0:
                 self.written = client.patch_status(meta.namespace, meta.name, meta.resourceVersion,
                                                    new_status)  # raises Conflict
                 self.status_written_at = self.clock()
             else:
-                self.tally_pending = True
+                self.write_due = self.clock() + wait
         if plan.events:
             client.post_events(meta, plan.events)
         if not self._kueue_after(job, plan.status):
@@ -266,15 +268,21 @@ class KubeBackend:
         self._publish_rendezvous(job, plan)
         return outcome
 
-    def _tally_wait(self) -> float:
-        """Seconds until a status that changes only the tally may be written (0: now)."""
-        if self.status_written_at is None:
+    def _write_wait(self, old: api.DistributedTrainingJobStatus, plan: Plan) -> float:
+        """Seconds until this plan's status may be written (0: now), by engine.writes' rules."""
+        if plan.events:
+            return 0.0
+        if first_gang_created(old, plan.status):
+            if self.first_decided_at is None:
+                self.first_decided_at = self.clock()
+            return max(0.0, self.first_decided_at + FIRST_WRITE_SECONDS - self.clock())
+        if urgent(old, plan.status) or self.status_written_at is None:
             return 0.0
         return max(0.0, self.status_written_at + COUNTS_INTERVAL_SECONDS - self.clock())
 
     def status_due_in(self) -> float | None:
-        """When the loop must look again to write a waiting tally (seconds), or None if none waits."""
-        return self._tally_wait() if self.tally_pending else None
+        """When the loop must look again to write a waiting status (seconds), or None if none waits."""
+        return None if self.write_due is None else max(0.0, self.write_due - self.clock())
 
     def _create(self, job: api.DistributedTrainingJob, plan: Plan) -> bool:
         """Creates the children the plan needs and its pods, in parallel; True if any was refused."""

@@ -88,6 +88,7 @@ class JobLoop:
     woken_at: float = 0.0  # when the event that triggered the next reconcile arrived
     failure_seen_at: float | None = None  # a restart is decided; its new workers are not created yet
     phase: str | None = None
+    created_counted: bool = False  # JOBS_CREATED counted this job's first gang (its status may wait)
     lease_seen: tuple = ()  # what the last lease event that woke the loop said (lease_changed)
     lease_woken_at: float = 0.0
     lease_timer: asyncio.TimerHandle | None = None
@@ -170,7 +171,7 @@ class JobLoop:
     def _reconcile(self, fresh: bool) -> float | None:
         for _ in range(CONFLICT_RETRIES):
             obj = self._read(fresh)
-            self.backend.tally_pending = False  # what waits is decided again from this read
+            self.backend.write_due = None  # what waits is decided again from this read
             if obj is None:
                 return None
             now = datetime.now(UTC)
@@ -232,7 +233,10 @@ class JobLoop:
         reasons = {e.reason for e in plan.events}
         now = datetime.now(UTC)
         age = (now - job.metadata.creationTimestamp).total_seconds() if job.metadata.creationTimestamp else None
-        if R.WORKERS_CREATED in reasons and old.condition(R.CREATED) is None:
+        created, was = new.condition(R.CREATED), old.condition(R.CREATED)
+        if (created is not None and created.status == "True" and new.attempt == 0 and not self.created_counted
+                and (was is None or was.status != "True")):
+            self.created_counted = True
             metrics.JOBS_CREATED.labels(ns).inc()
             if age is not None:
                 metrics.WORKERS_CREATED_SECONDS.observe(age)

@@ -67,7 +67,7 @@ def on_fault(d: Decision) -> Outcome:
     if fault.disruption:
         st.disruptions += 1
         restart(d, fault, fault.disruption, f"{what}; restarting (not counted)", 0.0)
-        return created(d, fresh=False) or Stop()
+        return created(d) or Stop()
     if not fault.peer_lost and not fp.is_retryable(fault.exit_code, fault.oom, fault.hung):
         return Finish(False, *_not_retryable(d, fault, what))
     if fault.peer_lost and fp.restart_policy == RestartPolicy.NEVER:
@@ -79,7 +79,7 @@ def on_fault(d: Decision) -> Outcome:
     reason = (R.HUNG if fault.hung else R.OOM_KILLED if fault.oom else R.RENDEZVOUS_FAILED if fault.peer_lost
               else R.WORKER_FAILED)
     restart(d, fault, reason, f"{what}; restart {st.restarts} of {fp.backoff_limit}", fp.backoff_delay(st.restarts))
-    return created(d, fresh=False) or Stop()
+    return created(d) or Stop()
 
 
 def _not_retryable(d: Decision, fault: Fault, what: str) -> tuple[str, str]:

@@ -33,7 +33,7 @@ def invalid_spec(d: Decision) -> Outcome:
 def started(d: Decision) -> Outcome:
     st = d.status
     if st.start_time is None:
-        st.start_time = d.now
+        st.start_time = d.first_pod_created_at() or d.now
     if st.selector is None:  # the scale subresource's labelSelectorPath (an HPA reads it)
         st.selector = worker_selector(d.job.metadata.name)
     if st.phase is None:

@@ -47,12 +47,12 @@ def scale(d: Decision) -> Outcome:
         d.launch(i, members[i].attempt if i in members else st.attempt)
     if d.plan.create and not fresh or active_surplus:
         d.event(NORMAL, R.SCALED, f"scaled to {desired} workers")
-    return created(d, fresh)
+    return created(d)
 
 
-def created(d: Decision, fresh: bool) -> Outcome:
+def created(d: Decision) -> Outcome:
     """Created is True once every worker's pod exists (or is being created now); a refusal says why not."""
-    desired, st = d.spec.desired_workers, d.status
+    desired = d.spec.desired_workers
     waiting = sorted(i for i, m in d.roster.items() if i < desired and not m.created)
     refused: list[tuple[str, Refusal]] = []
     for i in waiting:
@@ -64,10 +64,9 @@ def created(d: Decision, fresh: bool) -> Outcome:
     if refused:
         return _refused(d, refused, waiting)
     if all(i in d.roster and d.roster[i].created for i in range(desired)):
-        if d.plan.create and fresh:
-            what = "created" if st.attempt == 0 else f"created for attempt {st.attempt}"
-            d.event(NORMAL, R.WORKERS_CREATED, f"{desired} workers {what}")
-        d.condition(R.CREATED, True, R.WORKERS_CREATED, f"{desired} workers created")
+        # No event: the condition records it, with its time, and an event per gang would be one
+        # more API write per job (engine.writes). Restarts and refusals post their own.
+        d.condition(R.CREATED, True, R.WORKERS_CREATED, f"{desired} workers created", at=d.first_pod_created_at())
     return None
 
 
