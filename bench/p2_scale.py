@@ -25,7 +25,9 @@ Also measured in the trainyard trials:
   own `trainyard_api_requests_total` (its writes: create/patch/delete). Counted twice: to all
   Running, and to the end: after all Running the harness ends every pod with exit code 0 (a
   pods/status patch, as a kubelet reports it) and waits until every job is Succeeded. Both by verb
-  and resource; the duplicate creates (POST pods answered 409) too;
+  and resource; the duplicate creates (POST pods answered 409) too. The events are in that figure
+  and also shown alone; progress reporting's Lease, Role and RoleBinding (POST/PATCH) are counted
+  apart, as the issue asks;
 - the operator's CPU seconds and its reconcile latency histogram (trainyard_reconcile_latency_seconds:
   the event that woke a job's loop -> the end of that reconcile) over the burst.
 """
@@ -45,6 +47,11 @@ JOBS = int(os.environ.get("BENCH_P2_JOBS", "500"))
 WORKERS = 8
 OPERATOR_WRITES = {("pods", "", ""), ("services", "", ""), ("distributedtrainingjobs", "status", "trainyard.dev"),
                    ("events", "", "")}
+# Progress reporting's own children (docs/progress.md), counted apart as issue 16 asks: the Lease
+# (created by the operator, patched by rank 0; kwok pods never report) and its Role and RoleBinding.
+# PUT leases are the kubelets' (kwok's) and the leader elections', not the operator's.
+PROGRESS_WRITES = {("POST", "leases", "coordination.k8s.io"), ("PATCH", "leases", "coordination.k8s.io"),
+                   ("POST", "roles", "rbac.authorization.k8s.io"), ("POST", "rolebindings", "rbac.authorization.k8s.io")}
 
 
 def writes(delta: dict[tuple, float]) -> dict[str, float]:
@@ -69,6 +76,14 @@ def operator_writes_by(delta: dict[tuple, float]) -> dict[str, float]:
             key = f"{verb} {resource}{'/' + sub if sub else ''}"
             out[key] = out.get(key, 0.0) + v
     return dict(sorted(out.items()))
+
+
+def progress_writes(delta: dict[tuple, float]) -> float:
+    return sum(v for (verb, group, resource, _s, _c), v in delta.items() if (verb, resource, group) in PROGRESS_WRITES)
+
+
+def event_writes(delta: dict[tuple, float]) -> float:
+    return sum(v for k, v in operator_writes_by(delta).items() if k.endswith(" events"))
 
 
 def duplicate_creates(delta: dict[tuple, float]) -> float:
@@ -156,6 +171,8 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
         "operator_cpu_to_running_s": cpu_running, "operator_cpu_s": op.cpu_s() - cpu_before,
         "writes_per_job_running": operator_writes(to_running) / jobs,
         "writes_per_job": operator_writes(delta) / jobs,
+        "event_writes_per_job": event_writes(delta) / jobs,
+        "progress_writes_per_job": progress_writes(delta) / jobs,
         "duplicate_creates": duplicate_creates(delta),
         "operator_counted_writes_per_job": op_writes / jobs,
         "all_apiserver_writes_per_job": sum(writes(delta).values()) / jobs,
@@ -227,6 +244,9 @@ def run(session: Session, rounds: int = 2, jobs: int = JOBS) -> Result:
         res.row(f"{who}: API writes per job, create to Succeeded (absolute; workers={WORKERS})", None,
                 f"<= {WORKERS + 2} (workers + 2)", a=stats(column(ty, "writes_per_job")), unit="",
                 note="apiserver-counted; by verb and resource in the JSON")
+        res.row(f"{who}: of which events (absolute)", None, "", a=stats(column(ty, "event_writes_per_job")), unit="")
+        res.row(f"{who}: progress Lease, Role, RoleBinding writes per job (absolute; counted apart)", None, "",
+                a=stats(column(ty, "progress_writes_per_job")), unit="")
         res.row(f"{who}: duplicate pod creates (409, absolute)", None, "0", a=stats(column(ty, "duplicate_creates")),
                 unit="")
         res.row(f"{who}: operator CPU to all Running (absolute)", None, "", a=stats(column(ty, "operator_cpu_to_running_s")))
@@ -243,7 +263,8 @@ def run(session: Session, rounds: int = 2, jobs: int = JOBS) -> Result:
                     "(after / before)", a=stats(column(ty, key)), b=stats(column(base, key)))
         res.extra["baseline"] = BASELINE
     keys = ("created_s", "running_s", "submit_s", "calls_s", "succeeded_after_s", "rss_peak_mb", "rss_start_mb",
-            "writes_per_job", "writes_per_job_running", "duplicate_creates", "operator_cpu_to_running_s",
+            "writes_per_job", "writes_per_job_running", "event_writes_per_job", "progress_writes_per_job",
+            "duplicate_creates", "operator_cpu_to_running_s",
             "operator_cpu_s", "operator_counted_writes_per_job", "all_apiserver_writes_per_job")
     res.extra["absolute"] = {name: {k: stats(column(t, k)) for k in keys} for name, t in trials.items()}
     res.extra["jobs"], res.extra["workers"] = jobs, WORKERS

@@ -60,6 +60,15 @@ def test_kubectl_apply_example_creates_exact_children(kube, ns, installed, opera
         svc = services[0]
         assert (svc.spec.cluster_ip, svc.spec.publish_not_ready_addresses) == ("None", True)
         assert svc.metadata.owner_references[0].uid == uid
+        # Worker 0 alone is published (the rendezvous name): the endpoints controllers do not rewrite
+        # an N-address object on every pod change of the gang.
+        discovery = client.DiscoveryV1Api(kube.api_client)
+
+        def published():
+            slices = discovery.list_namespaced_endpoint_slice(
+                ns, label_selector="kubernetes.io/service-name=digits-ddp").items
+            return [(e.target_ref.name, e.hostname) for s in slices for e in (s.endpoints or [])]
+        assert wait_for(published, 30, "worker 0's endpoint") == [("digits-ddp-0-0", "digits-ddp-0-0")]
 
         claim = kube.core.read_namespaced_persistent_volume_claim("digits-ddp-checkpoints", ns)
         assert claim.metadata.owner_references[0].uid == uid

@@ -127,9 +127,16 @@ def test_headless_service_is_exact():
         "metadata": {"name": "demo", "namespace": "ml",
                      "labels": {"trainyard.dev/job-name": "demo", "app.kubernetes.io/managed-by": "trainyard"},
                      "ownerReferences": [OWNER]},
-        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {"trainyard.dev/job-name": "demo"},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                 "selector": {"trainyard.dev/job-name": "demo", "trainyard.dev/worker-index": "0"},
                  "ports": [{"name": "rendezvous", "port": 29400, "targetPort": 29400, "protocol": "TCP"}]},
     }
+
+
+def test_a_tensorflow_jobs_service_names_every_worker():
+    # TF_CONFIG lists every worker by its DNS name; a torchrun gang needs worker 0's alone.
+    svc = headless_service(make_job({**SPEC, "runtime": "tensorflow"}))
+    assert svc["spec"]["selector"] == {"trainyard.dev/job-name": "demo"}
 
 
 def test_created_claim_is_owned_unless_retained():
