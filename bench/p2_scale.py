@@ -28,6 +28,9 @@ Also measured in the trainyard trials:
   and resource; the duplicate creates (POST pods answered 409) too. The events are in that figure
   and also shown alone; progress reporting's Lease, Role and RoleBinding (POST/PATCH) are counted
   apart, as the issue asks;
+- an operator restart with every pod Running: the seconds until the new process tracks every job
+  as Running again (its `trainyard_jobs` gauge), the writes that resync made (should be none) and
+  its RSS (issue 16 asks this at 40,000 pods; this measures it at P2's size);
 - the operator's CPU seconds and its reconcile latency histogram (trainyard_reconcile_latency_seconds:
   the event that woke a job's loop -> the end of that reconcile) over the burst.
 """
@@ -158,12 +161,15 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
     op_text = op.metrics()
     lat = hist_delta(lat_before, histogram(op_text, "trainyard_reconcile_latency_seconds"))
     dur = hist_delta(dur_before, histogram(op_text, "trainyard_reconcile_duration_seconds"))
+    op_mid = C.prom_values(op_text, "trainyard_api_requests_total")
+    op, resync = _restart(session, jobs, baseline, timeout)
     finished = _finish_all(session, ns, jobs, timeout)
     time.sleep(2)
     after = C.request_counts(session.kube.apiserver_metrics())
-    op_after = C.prom_values(op.metrics(), "trainyard_api_requests_total")
+    op_after = C.prom_values(op.metrics(), "trainyard_api_requests_total")  # the restarted process's, from 0
     to_running, delta = C.request_delta(before, at_running), C.request_delta(before, after)
-    op_delta = {k: op_after.get(k, 0) - op_before.get(k, 0) for k in op_after if op_after.get(k, 0) != op_before.get(k, 0)}
+    op_delta = {k: op_mid.get(k, 0) - op_before.get(k, 0) + op_after.get(k, 0) for k in {*op_mid, *op_after}}
+    op_delta = {k: v for k, v in op_delta.items() if v}
     op_writes = sum(v for k, v in op_delta.items() if 'verb="get"' not in k and 'verb="list"' not in k)
     out = {
         "created_s": created, "running_s": running, "submit_s": submitted, "succeeded_after_s": finished,
@@ -180,11 +186,35 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
         "writes_by_resource_per_job": {k: v / jobs for k, v in operator_writes_by(delta).items()},
         "writes": writes(delta),  # type: ignore[dict-item]
         "operator_requests": op_delta,  # type: ignore[dict-item]
+        **resync,
         "reconcile_latency_to_running": lat,  # type: ignore[dict-item]
         "reconcile_duration_to_running": dur,  # type: ignore[dict-item]
     }
     session.clean(ns, TRAINYARD)
     return out
+
+
+def _restart(session: Session, jobs: int, baseline: bool, timeout: float) -> tuple[Any, dict[str, Any]]:
+    """With every pod Running, the operator is restarted: the seconds until the new process has
+    listed every job and pod and reconciled each job to Running again (its trainyard_jobs gauge),
+    the API writes it made meanwhile (a level-based resync of an unchanged world should make none)
+    and its RSS then."""
+    before = C.request_counts(session.kube.apiserver_metrics())
+    t0 = time.monotonic()
+    op = session.restart_trainyard(baseline)
+
+    def back() -> bool:
+        try:
+            return C.prom_values(op.metrics(), "trainyard_jobs").get('phase="Running"', 0) >= jobs
+        except OSError:
+            return False
+
+    C.wait_for(back, timeout, f"the restarted operator to track {jobs} Running jobs", interval=0.2)
+    took = time.monotonic() - t0
+    time.sleep(2)
+    delta = C.request_delta(before, C.request_counts(session.kube.apiserver_metrics()))
+    return op, {"resync_s": took, "resync_rss_mb": op.rss() / 1e6, "resync_writes": operator_writes(delta),
+                "resync_writes_by_resource": operator_writes_by(delta)}
 
 
 def floor_trial(session: Session, jobs: int, timeout: float) -> dict[str, float]:
@@ -250,6 +280,11 @@ def run(session: Session, rounds: int = 2, jobs: int = JOBS) -> Result:
         res.row(f"{who}: duplicate pod creates (409, absolute)", None, "0", a=stats(column(ty, "duplicate_creates")),
                 unit="")
         res.row(f"{who}: operator CPU to all Running (absolute)", None, "", a=stats(column(ty, "operator_cpu_to_running_s")))
+        res.row(f"{who}: operator restart with {n} pods Running -> every job tracked again (absolute)", None, "",
+                a=stats(column(ty, "resync_s")))
+        res.row(f"{who}: API writes of that resync (absolute)", None, "0", a=stats(column(ty, "resync_writes")), unit="")
+        res.row(f"{who}: operator RSS after the resync (absolute)", None, "<= 250 MB",
+                a=stats(column(ty, "resync_rss_mb")), unit="MB")
         for q in (0.5, 0.99):
             vals = [quantile(t["reconcile_latency_to_running"], q) for t in ty
                     if "error" not in t and t.get("reconcile_latency_to_running", {}).get("count")]
@@ -265,7 +300,8 @@ def run(session: Session, rounds: int = 2, jobs: int = JOBS) -> Result:
     keys = ("created_s", "running_s", "submit_s", "calls_s", "succeeded_after_s", "rss_peak_mb", "rss_start_mb",
             "writes_per_job", "writes_per_job_running", "event_writes_per_job", "progress_writes_per_job",
             "duplicate_creates", "operator_cpu_to_running_s",
-            "operator_cpu_s", "operator_counted_writes_per_job", "all_apiserver_writes_per_job")
+            "operator_cpu_s", "operator_counted_writes_per_job", "all_apiserver_writes_per_job", "resync_s",
+            "resync_writes", "resync_rss_mb")
     res.extra["absolute"] = {name: {k: stats(column(t, k)) for k in keys} for name, t in trials.items()}
     res.extra["jobs"], res.extra["workers"] = jobs, WORKERS
     return res

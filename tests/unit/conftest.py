@@ -76,5 +76,5 @@ def lease(report: Report | None = None, launcher: LauncherStart | None = None) -
 @pytest.fixture
 def first_write_at_once(monkeypatch):
     """A new job's first status is written in the reconcile that decided it (it may otherwise wait
-    FIRST_WRITE_SECONDS for its pods to run: engine.writes), for tests about that write itself."""
-    monkeypatch.setattr("trainyard.kube.backend.FIRST_WRITE_SECONDS", 0.0)
+    SETTLE_SECONDS for its pods to run: engine.writes), for tests about that write itself."""
+    monkeypatch.setattr("trainyard.kube.backend.SETTLE_SECONDS", 0.0)

@@ -12,7 +12,7 @@ from trainyard.api import Phase
 from trainyard.api import reasons as R
 from trainyard.engine import decide
 from trainyard.engine.workers import State
-from trainyard.engine.writes import COUNTS_INTERVAL_SECONDS, FIRST_WRITE_SECONDS, urgent
+from trainyard.engine.writes import COUNTS_INTERVAL_SECONDS, SETTLE_SECONDS, urgent
 from trainyard.kube.backend import KubeBackend
 from trainyard.kube.loop import JobLoop
 
@@ -81,13 +81,13 @@ def test_a_gang_that_runs_within_the_first_write_window_costs_one_status_write_t
     client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 4}})), Clock(), []
     loop = loop_with(client, pods, clock)
     wait = loop.reconcile()
-    assert client.verbs().count("patch_status") == 0 and wait == FIRST_WRITE_SECONDS  # Pending may wait
+    assert client.verbs().count("patch_status") == 0 and wait == SETTLE_SECONDS  # Pending may wait
     created = [c[2] for c in client.calls if c[0] == "create"]
     assert created[0] == "demo" and created[1:5] == [f"demo-0-{i}" for i in range(4)]  # the Service, the pods
     for i in range(3):  # they start one by one: nothing is written, nothing is created again
         pods[:] = [now_wk(j, state=State.RUNNING if j <= i else State.PENDING) for j in range(4)]
         clock.now += 0.5
-        assert 0 < loop.reconcile() <= FIRST_WRITE_SECONDS - 0.5 * (i + 1)
+        assert 0 < loop.reconcile() <= SETTLE_SECONDS - 0.5 * (i + 1)
     assert client.verbs().count("patch_status") == 0 and client.verbs().count("create") == len(created)
     pods[:] = [now_wk(j) for j in range(4)]
     clock.now += 0.5
@@ -106,8 +106,8 @@ def test_a_gang_slower_than_the_window_shows_pending_then_its_counts_at_the_inte
     loop.reconcile()
     pods[:] = [now_wk(j, state=State.PENDING) for j in range(4)]
     clock.now += 1
-    assert loop.reconcile() == FIRST_WRITE_SECONDS - 1  # the loop looks again when it is due
-    clock.now += FIRST_WRITE_SECONDS - 1
+    assert loop.reconcile() == SETTLE_SECONDS - 1  # the loop looks again when it is due
+    clock.now += SETTLE_SECONDS - 1
     loop.reconcile()
     assert client.verbs().count("patch_status") == 1
     st = client.job["status"]
@@ -134,10 +134,13 @@ def test_the_happy_path_costs_the_children_two_status_writes_and_two_events():
     client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 8}})), Clock(), []
     loop = loop_with(client, pods, clock)
     loop.reconcile()
-    for states in ([State.PENDING] * 8, [State.RUNNING] * 3 + [State.PENDING] * 5, [State.RUNNING] * 8,
-                   [State.SUCCEEDED] * 2 + [State.RUNNING] * 6, [State.SUCCEEDED] * 8):
+    # (seconds later, the workers' states): the first pods of a burst move a while after the last
+    # write, and the rest follow within SETTLE_SECONDS
+    for later, states in ((0.5, [State.PENDING] * 8), (0.5, [State.RUNNING] * 3 + [State.PENDING] * 5),
+                          (0.5, [State.RUNNING] * 8), (600, [State.SUCCEEDED] * 2 + [State.RUNNING] * 6),
+                          (1.0, [State.SUCCEEDED] * 8)):
         pods[:] = [now_wk(j, state=s, exit_code=0 if s == State.SUCCEEDED else None) for j, s in enumerate(states)]
-        clock.now += 0.5
+        clock.now += later
         loop.reconcile()
     assert client.job["status"]["phase"] == "Succeeded"
     writes = [c for c in client.calls if c[0] in ("create", "patch_status", "event", "delete", "patch_lease")]
@@ -145,6 +148,21 @@ def test_the_happy_path_costs_the_children_two_status_writes_and_two_events():
     assert created == ["Service"] + ["Pod"] * 8 + ["Lease", "Role", "RoleBinding"]
     assert [c[0] for c in writes if c[0] != "create"] == ["patch_status", "event", "patch_status", "event"]
     assert [c[1] for c in writes if c[0] == "event"] == [R.ALL_WORKERS_RUNNING, R.ALL_WORKERS_SUCCEEDED]
+
+
+def test_a_tally_long_after_the_last_write_still_waits_for_the_rest_of_its_burst():
+    client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 2}})), Clock(), []
+    loop = loop_with(client, pods, clock)
+    loop.reconcile()
+    pods[:] = [now_wk(0), now_wk(1)]
+    loop.reconcile()
+    assert client.job["status"]["phase"] == "Running" and client.verbs().count("patch_status") == 1
+    clock.now += 600  # the last write was long ago
+    pods[:] = [now_wk(0, state=State.SUCCEEDED, exit_code=0), now_wk(1)]
+    assert loop.reconcile() == SETTLE_SECONDS
+    clock.now += SETTLE_SECONDS
+    loop.reconcile()
+    assert client.verbs().count("patch_status") == 2 and client.job["status"]["workers"]["succeeded"] == 1
 
 
 def test_a_refused_first_gang_is_written_at_once():

@@ -10,16 +10,19 @@ too). What a decision changes in the status is of two kinds:
   is decided.
 - the running tally: the worker counts (`status.workers`) and the wording of the messages
   ("waiting for 3 of 8 workers to start"). Alone, these are written with the next change of the
-  first kind, or once `COUNTS_INTERVAL_SECONDS` have passed since the job's last status write.
+  first kind, or once `COUNTS_INTERVAL_SECONDS` have passed since the job's last status write and
+  `SETTLE_SECONDS` since the tally first changed: pods move in bursts (a gang's pods bound together,
+  finishing together), and the first of a burst is not worth a write of its own when the phase
+  change that ends the burst follows within seconds.
 
 - a new job's first status, when all it says is that the first gang's pods were created (phase
-  Pending, Created=True): it may wait `FIRST_WRITE_SECONDS` for the gang to run. Pods that start
+  Pending, Created=True): it may wait `SETTLE_SECONDS` for the gang to run. Pods that start
   within that time make it one write (phase Running) instead of two. Waiting loses nothing: the
   pods carry their attempt, so a decision made before the write (or by an operator restarted
   meanwhile) adopts them as the gang's members, and `startTime` is the first pod's creation.
 
 So a gang whose workers start one by one costs one write when it is Running (or one when it is
-created, if starting takes longer than FIRST_WRITE_SECONDS, and one when it is Running), rather than
+created, if starting takes longer than SETTLE_SECONDS, and one when it is Running), rather than
 one per worker; a gang that takes minutes to start still shows its counts moving, at most every
 COUNTS_INTERVAL_SECONDS. Pure: the drivers apply the rates.
 """
@@ -32,7 +35,7 @@ from ..api import DistributedTrainingJobStatus, Phase
 from ..api import reasons as R
 
 COUNTS_INTERVAL_SECONDS = 10.0
-FIRST_WRITE_SECONDS = 3.0
+SETTLE_SECONDS = 3.0
 
 # The tally: fields of the status that may wait (condition messages are handled below).
 TALLY_FIELDS = frozenset({"workers", "message"})
@@ -51,7 +54,7 @@ def urgent(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus)
 
 def first_gang_created(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus) -> bool:
     """True if `new` is a new job's first status and says only that its first gang was created:
-    the one acted-on change that may wait FIRST_WRITE_SECONDS (nothing failed, nothing was refused)."""
+    the one acted-on change that may wait SETTLE_SECONDS (nothing failed, nothing was refused)."""
     created = new.condition(R.CREATED)
     return (old.phase is None and new.phase == Phase.PENDING and new.attempt == 0
             and created is not None and created.status == "True")

@@ -22,7 +22,7 @@ from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
 from ..engine.refusals import retry_at
 from ..engine.workers import Child, Refusal, State, Worker
-from ..engine.writes import COUNTS_INTERVAL_SECONDS, FIRST_WRITE_SECONDS, first_gang_created, urgent
+from ..engine.writes import COUNTS_INTERVAL_SECONDS, SETTLE_SECONDS, first_gang_created, urgent
 from . import kueue
 from .client import Conflict, KubeClient, api_message, api_reason
 from .expectations import Expectations
@@ -76,7 +76,7 @@ class KubeBackend:
         self._lost_nodes: set[str] = set()
         self.status_written_at: float | None = None  # our last status write (clock), None: none yet
         self.write_due: float | None = None  # when a status that may wait is to be written (clock)
-        self.first_decided_at: float | None = None  # when a new job's first status was first held back
+        self.held_since: float | None = None  # when the status not written yet was first held back (clock)
         self.written: dict[str, Any] | None = None  # the job as our last status write left it (the answer)
         self.workloads = workloads or (lambda: [])  # the Workloads labelled with the job's name (kopf index)
         self.kueue_served = kueue_served or (lambda: False)
@@ -252,9 +252,11 @@ class KubeBackend:
             if wait == 0:
                 self.written = client.patch_status(meta.namespace, meta.name, meta.resourceVersion,
                                                    new_status)  # raises Conflict
-                self.status_written_at = self.clock()
+                self.status_written_at, self.held_since = self.clock(), None
             else:
                 self.write_due = self.clock() + wait
+        else:
+            self.held_since = None  # nothing waits (a tally that moved back)
         if plan.events:
             client.post_events(meta, plan.events)
         if not self._kueue_after(job, plan.status):
@@ -270,15 +272,16 @@ class KubeBackend:
 
     def _write_wait(self, old: api.DistributedTrainingJobStatus, plan: Plan) -> float:
         """Seconds until this plan's status may be written (0: now), by engine.writes' rules."""
-        if plan.events:
+        first = first_gang_created(old, plan.status)
+        if plan.events or (urgent(old, plan.status) and not first):
             return 0.0
-        if first_gang_created(old, plan.status):
-            if self.first_decided_at is None:
-                self.first_decided_at = self.clock()
-            return max(0.0, self.first_decided_at + FIRST_WRITE_SECONDS - self.clock())
-        if urgent(old, plan.status) or self.status_written_at is None:
-            return 0.0
-        return max(0.0, self.status_written_at + COUNTS_INTERVAL_SECONDS - self.clock())
+        now = self.clock()
+        if self.held_since is None:
+            self.held_since = now
+        due = self.held_since + SETTLE_SECONDS
+        if not first and self.status_written_at is not None:
+            due = max(due, self.status_written_at + COUNTS_INTERVAL_SECONDS)
+        return max(0.0, due - now)
 
     def status_due_in(self) -> float | None:
         """When the loop must look again to write a waiting status (seconds), or None if none waits."""
