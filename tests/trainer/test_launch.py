@@ -110,12 +110,17 @@ def test_config_needs_a_script():
         LaunchConfig.from_env([], POD_ENV)
 
 
-def test_argv_in_a_pod_adds_no_flags_and_passes_args_untouched():
-    cfg = LaunchConfig.from_env(["train.py", "--nnodes", "7", "--max-restarts=3", "x"], POD_ENV)
+def test_argv_in_a_pod_adds_its_ip_as_the_local_address_and_passes_args_untouched():
+    env = POD_ENV | {"TRAINYARD_POD_IP": "10.0.0.7"}
+    cfg = LaunchConfig.from_env(["train.py", "--nnodes", "7", "--max-restarts=3", "x"], env)
+    # rank 0's store is reached by IP: only worker 0's name is in DNS (the headless Service).
     # Flags after the script belong to the script, never to torchrun.
     assert build_argv(cfg, "/usr/bin/python3") == [
-        "/usr/bin/python3", "-m", "torch.distributed.run", "train.py", "--nnodes", "7", "--max-restarts=3", "x",
+        "/usr/bin/python3", "-m", "torch.distributed.run", "--local-addr", "10.0.0.7",
+        "train.py", "--nnodes", "7", "--max-restarts=3", "x",
     ]
+    without = LaunchConfig.from_env(["train.py"], POD_ENV)  # an older operator: torchrun's default
+    assert build_argv(without, "py") == ["py", "-m", "torch.distributed.run", "train.py"]
 
 
 def test_argv_locally_pins_the_local_address():

@@ -85,6 +85,7 @@ def test_worker_pod_is_exact():
                      {"name": "TRAINYARD_CHECKPOINT_DIR", "value": "/checkpoints"},
                      {"name": "TRAINYARD_PROGRESS_LEASE", "value": "ml/demo-progress"},
                      {"name": "TRAINYARD_PROGRESS_INTERVAL_SECONDS", "value": "10"},
+                     {"name": "TRAINYARD_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                      {"name": "LR", "value": "0.1"},
                  ],
                  "volumeMounts": [{"name": "data", "mountPath": "/data"},
@@ -106,7 +107,7 @@ def test_worker_pod_is_exact():
 def test_worker_0_hosts_the_rendezvous_and_elastic_passes_min_max():
     job = make_job({"workers": 3, "elastic": {"minWorkers": 2, "maxWorkers": 5},
                     "rendezvous": {"port": 1234, "joinTimeoutSeconds": 60, "lastCallTimeoutSeconds": 5}})
-    env = {e["name"]: e["value"] for e in worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in worker_pod(job, Launch("demo-0-0", 0, 0, 0))["spec"]["containers"][0]["env"]}
     assert env["PET_NNODES"] == "2:5"
     assert env["PET_RDZV_CONF"] == "join_timeout=60,last_call_timeout=5,is_host=true"
     assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc.cluster.local.:1234"
@@ -161,7 +162,7 @@ def test_existing_claim_is_mounted_not_created():
     assert checkpoint_claim(job) is None
     pod = worker_pod(job, Launch("demo-0-1", 1, 0, 0))
     assert pod["spec"]["volumes"][-1] == {"name": "trainyard-checkpoints", "persistentVolumeClaim": {"claimName": "shared"}}
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["TRAINYARD_CHECKPOINT_DIR"] == "/ckpt"
 
 
@@ -176,7 +177,7 @@ def test_progress_deadline_adds_heartbeat_env_volume_and_liveness_probe(run_poli
     job = make_job({"workers": 1, "runPolicy": run_policy})
     pod = worker_pod(job, Launch("demo-0-0", 0, 0, 0))
     trainer = pod["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in trainer["env"]}
+    env = {e["name"]: e.get("value") for e in trainer["env"]}
     assert env["TRAINYARD_HEARTBEAT_FILE"] == "/var/run/trainyard/heartbeat"
     assert (env["TRAINYARD_PROGRESS_DEADLINE_SECONDS"], env["TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS"]) == launcher
     assert env["TRAINYARD_PROGRESS_INTERVAL_SECONDS"] == interval
@@ -255,7 +256,7 @@ def test_worker_fqdn_is_absolute_in_the_given_cluster_domain():
 def test_a_tensorflow_worker_gets_tf_config_naming_every_worker_of_its_gang():
     job = make_job({"runtime": "tensorflow", "workers": 3, "rendezvous": {"port": 2222, "joinTimeoutSeconds": 120}})
     pod = worker_pod(job, Launch("demo-4-1", 1, 4, 4))
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert json.loads(env["TF_CONFIG"]) == {
         "cluster": {"worker": [f"demo-4-{i}.demo.ml.svc.cluster.local.:2222" for i in range(3)]},
         "task": {"type": "worker", "index": 1}}
@@ -266,12 +267,12 @@ def test_a_tensorflow_worker_gets_tf_config_naming_every_worker_of_its_gang():
 
 def test_every_dns_name_in_a_pod_ends_in_the_operators_cluster_domain():
     torch_pod = worker_pod(make_job({"workers": 2}), Launch("demo-3-1", 1, 3, 3), cluster_domain="corp.example")
-    env = {e["name"]: e["value"] for e in torch_pod["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in torch_pod["spec"]["containers"][0]["env"]}
     assert env["PET_RDZV_ENDPOINT"] == "demo-3-0.demo.ml.svc.corp.example.:29400"
     assert env["MASTER_ADDR"] == "demo-3-0.demo.ml.svc.corp.example."
     tf_pod = worker_pod(make_job({"runtime": "tensorflow", "workers": 2}), Launch("demo-0-1", 1, 0, 0),
                         cluster_domain="corp.example")
-    tf = json.loads({e["name"]: e["value"] for e in tf_pod["spec"]["containers"][0]["env"]}["TF_CONFIG"])
+    tf = json.loads({e["name"]: e.get("value") for e in tf_pod["spec"]["containers"][0]["env"]}["TF_CONFIG"])
     assert tf["cluster"]["worker"] == ["demo-0-0.demo.ml.svc.corp.example.:29400",
                                        "demo-0-1.demo.ml.svc.corp.example.:29400"]
 

@@ -176,5 +176,5 @@ def test_the_operators_cluster_domain_reaches_every_pod_it_creates():
     client = FakeClient(dict(BASE))
     asyncio.run(scenario(client))
     for name in ("demo-0-0", "demo-0-1"):
-        env = {e["name"]: e["value"] for e in client.created[name]["spec"]["containers"][0]["env"]}
+        env = {e["name"]: e.get("value") for e in client.created[name]["spec"]["containers"][0]["env"]}
         assert env["PET_RDZV_ENDPOINT"] == "demo-0-0.demo.ml.svc.corp.example.:29400", name

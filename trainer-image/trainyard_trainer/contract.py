@@ -11,6 +11,7 @@ ENV_HEARTBEAT_FILE = "TRAINYARD_HEARTBEAT_FILE"
 ENV_PROGRESS_DEADLINE = "TRAINYARD_PROGRESS_DEADLINE_SECONDS"
 ENV_RUNTIME = "TRAINYARD_RUNTIME"  # "tensorflow": run the script itself, no torchrun
 ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+ENV_POD_IP = "TRAINYARD_POD_IP"  # the pod's IP (Kubernetes only): torchrun's --local-addr
 TF_CONFIG = "TF_CONFIG"
 ENV_FIRST_PROGRESS_DEADLINE = "TRAINYARD_FIRST_PROGRESS_DEADLINE_SECONDS"
 # Where rank 0 reports its progress: "<namespace>/<name>" of the job's Lease (in a pod), or a

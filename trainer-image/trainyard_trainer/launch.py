@@ -29,10 +29,11 @@ torchrun does not. Around it the launcher:
 4. worker 0 notes in the job's Lease that torchrun started (``trainyard.dev/launcher``): the
    operator then knows this gang can report its progress, and judges its startup.
 
-Explicit torchrun flags: only ``--local-addr 127.0.0.1`` when the rendezvous endpoint is a loopback
-address (local runs), because torchrun otherwise advertises ``socket.getfqdn()`` as the address of
-rank 0's store, which on a workstation may not resolve. In a pod the default (the pod's FQDN,
-``<pod>.<job>.<ns>.svc...`` thanks to hostname + subdomain) is right, so nothing is added.
+Explicit torchrun flags: only ``--local-addr``. torchrun otherwise advertises ``socket.getfqdn()`` as
+the address of rank 0's store, and rank 0 is the agent whose address sorts first. On a workstation
+(a loopback rendezvous endpoint) that name may not resolve: ``127.0.0.1``. In a pod
+(``TRAINYARD_POD_IP`` set by the operator) the pod's IP: the job's headless Service publishes worker
+0's name alone (the rendezvous endpoint), and rank 0 is not always worker 0.
 Everything after the script is passed to it untouched.
 
 ``TRAINYARD_RUNTIME=tensorflow`` (the default is ``torchrun``): no torchrun. The launcher runs
@@ -186,6 +187,7 @@ class LaunchConfig:
     worker_index: int | None = None
     attempt: int | None = None
     rendezvous_attempt: int | None = None  # from PET_RDZV_ID (<job uid>-<n>)
+    pod_ip: str | None = None  # TRAINYARD_POD_IP (Kubernetes): torchrun's --local-addr
 
     @classmethod
     def from_env(cls, argv: Sequence[str], env: Mapping[str, str]) -> LaunchConfig:
@@ -221,6 +223,7 @@ class LaunchConfig:
             worker_index=_int_or_none(env.get(ENV_WORKER_INDEX)),
             attempt=_int_or_none(env.get(ENV_ATTEMPT)),
             rendezvous_attempt=_int_or_none(tail) if "-" in rdzv_id else None,
+            pod_ip=(env.get(contract.ENV_POD_IP) or "").strip() or None,
         )
 
     def deadline_for(self, state: str) -> float:
@@ -243,6 +246,8 @@ def build_argv(cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
     argv = [python, "-m", "torch.distributed.run"]
     if cfg.endpoint_host and is_loopback(cfg.endpoint_host):
         argv += ["--local-addr", "127.0.0.1"]
+    elif cfg.pod_ip:
+        argv += ["--local-addr", cfg.pod_ip]
     argv.append(cfg.script)
     argv += list(cfg.args)
     return argv

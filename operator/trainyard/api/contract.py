@@ -38,6 +38,11 @@ ENV_PROGRESS_INTERVAL = "TRAINYARD_PROGRESS_INTERVAL_SECONDS"
 # TF_CONFIG host resolves, waiting up to the join timeout.
 ENV_RUNTIME = "TRAINYARD_RUNTIME"
 ENV_JOIN_TIMEOUT = "TRAINYARD_JOIN_TIMEOUT_SECONDS"
+# The pod's IP (the downward API's status.podIP), set on Kubernetes only: trainyard-launch gives it to
+# torchrun as --local-addr, so the rank-0 agent's store is reached by IP. The headless Service
+# publishes worker 0 alone, and torchrun's rank 0 is the agent whose address sorts first, which is
+# not always worker 0 (a gang of mixed attempts after a scale-up); by IP, no other name is needed.
+ENV_POD_IP = "TRAINYARD_POD_IP"
 TF_CONFIG = "TF_CONFIG"
 
 # Warm spares (trainyard_trainer.warm): the socket a spare talks to the runtime on, the nice value

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..api import API_VERSION, KIND, TRAINER_CONTAINER, DistributedTrainingJob
+from ..api import API_VERSION, KIND, TRAINER_CONTAINER, DistributedTrainingJob, contract
 from ..api.names import (
     DEFAULT_CLUSTER_DOMAIN,
     LABEL_ATTEMPT,
@@ -173,7 +173,9 @@ def worker_pod(job: DistributedTrainingJob, launch: Launch, placement: Placement
         # Ours first, so the user's env can refer to them as $(PET_RDZV_ID) and the like.
         c["env"] = worker_env(job, launch, endpoint, port, ckpt.mount_path if ckpt else None,
                               HEARTBEAT_FILE if deadline else None, peers,
-                              progress_lease=f"{meta.namespace}/{progress_lease_name(meta.name)}") + (c.get("env") or [])
+                              progress_lease=f"{meta.namespace}/{progress_lease_name(meta.name)}") + [
+            {"name": contract.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+        ] + (c.get("env") or [])
         mounts = list(c.get("volumeMounts") or [])
         if ckpt:
             mounts.append({"name": CHECKPOINT_VOLUME, "mountPath": ckpt.mount_path})
