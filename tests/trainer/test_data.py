@@ -379,6 +379,11 @@ def test_two_real_ranks_lockstep_check_and_dcp_position(tmp_path):
         except RuntimeError as e:
             sys.stdout.write(f"caught {{e}}\\n"); sys.stdout.flush()
         dist.destroy_process_group()
+        # torch's own teardown at interpreter exit after an async DCP save aborted once in ~5
+        # runs here ("terminate called without an active exception", SIGABRT, after every line
+        # above was printed); what this test checks is done, so the process leaves without it.
+        import os
+        os._exit(0)
         """
     ))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
