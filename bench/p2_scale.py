@@ -51,7 +51,8 @@ WORKERS = 8
 OPERATOR_WRITES = {("pods", "", ""), ("services", "", ""), ("distributedtrainingjobs", "status", "trainyard.dev"),
                    ("events", "", "")}
 # Progress reporting's own children (docs/progress.md), counted apart as issue 16 asks: the Lease
-# (created by the operator, patched by rank 0; kwok pods never report) and its Role and RoleBinding.
+# (created by the operator and patched once with worker 0's IP; rank 0 patches it too, but kwok pods
+# never report) and its Role and RoleBinding.
 # PUT leases are the kubelets' (kwok's) and the leader elections', not the operator's.
 PROGRESS_WRITES = {("POST", "leases", "coordination.k8s.io"), ("PATCH", "leases", "coordination.k8s.io"),
                    ("POST", "roles", "rbac.authorization.k8s.io"), ("POST", "rolebindings", "rbac.authorization.k8s.io")}

@@ -102,8 +102,10 @@ def test_a_quota_short_of_the_gang_is_shown_retried_and_fails_at_the_startup_dea
     assert len(kube.pods(ns, "quota")) == 4
     final = failed(kube, ns, "quota", 60)
     assert final["reason"] == "QuotaExceeded" and "startupDeadlineSeconds=20" in final["message"]
-    events = [r for r, _ in kube.events(ns, "quota")]
-    assert events.count("QuotaExceeded") == 2  # when it was first refused, and when the job failed
+    # when it was first refused, and when the job failed (events are posted after the status write)
+    events = wait_for(lambda: (e := [r for r, _ in kube.events(ns, "quota")]).count("QuotaExceeded") >= 2 and e,
+                      10, "the failure's event")
+    assert events.count("QuotaExceeded") == 2
 
 
 def test_a_missing_priority_class_is_retried_and_heals_when_it_appears(kube, ns, operator):

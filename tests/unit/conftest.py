@@ -77,4 +77,4 @@ def lease(report: Report | None = None, launcher: LauncherStart | None = None) -
 def first_write_at_once(monkeypatch):
     """A new job's first status is written in the reconcile that decided it (it may otherwise wait
     SETTLE_SECONDS for its pods to run: engine.writes), for tests about that write itself."""
-    monkeypatch.setattr("trainyard.kube.backend.SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr("trainyard.engine.writes.SETTLE_SECONDS", 0.0)

@@ -12,7 +12,7 @@ from trainyard.api import Phase
 from trainyard.api import reasons as R
 from trainyard.engine import decide
 from trainyard.engine.workers import State
-from trainyard.engine.writes import COUNTS_INTERVAL_SECONDS, SETTLE_SECONDS, urgent
+from trainyard.engine.writes import COUNTS_INTERVAL_SECONDS, SETTLE_SECONDS, first_gang_created, urgent, write_wait
 from trainyard.kube.backend import KubeBackend
 from trainyard.kube.loop import JobLoop
 
@@ -64,6 +64,31 @@ def test_every_change_but_the_tally_is_urgent():
     worded.message = "other words"
     worded.workers.ready = 3
     assert not urgent(st, worded)
+
+
+def test_when_each_kind_of_status_change_is_due():
+    new = make_job(spec={"workers": 2})
+    created = decide(new, [], T0)  # the first gang's pods: Pending, Created=True
+    job = then(new, created)
+    tally = decide(job, [wk(0), wk(1, state=State.PENDING)], at(1))
+    running = decide(job, [wk(0), wk(1)], at(2))
+    refused = created.status.model_copy(deep=True)
+    refused.conditions[0].status = "False"
+    assert first_gang_created(new.status, created.status)
+    assert not first_gang_created(new.status, refused) and not first_gang_created(job.status, running.status)
+    S, C = SETTLE_SECONDS, COUNTS_INTERVAL_SECONDS
+    # (old, new, events, held since, last write, now) -> seconds until due
+    for args, due in (
+        ((new.status, created.status, False, 100.0, None, 100.0), S),  # first gang: waits for its pods to run
+        ((new.status, created.status, False, 100.0, None, 100.0 + S), 0.0),  # ... at most SETTLE_SECONDS
+        ((new.status, created.status, True, 100.0, None, 100.0), 0.0),  # an event is never held back
+        ((new.status, refused, False, 100.0, None, 100.0), 0.0),  # a refusal is written at once
+        ((job.status, running.status, False, 100.0, 99.0, 100.0), 0.0),  # a phase change: at once
+        ((job.status, tally.status, False, 100.0, 99.0, 100.0), 99.0 + C - 100.0),  # tally: the interval
+        ((job.status, tally.status, False, 700.0, 100.0, 700.0), S),  # ... and SETTLE_SECONDS after it moved
+        ((job.status, tally.status, False, 700.0, None, 700.0 + S), 0.0),
+    ):
+        assert write_wait(*args) == due, (args[2:], due)
 
 
 def now_wk(index: int, **kw):

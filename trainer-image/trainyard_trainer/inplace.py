@@ -73,7 +73,6 @@ def _say(msg: str) -> None:
 # ---------------------------------------------------------------------------- the coordinator
 
 
-
 def _messages(conn: socket.socket):
     """The words of each newline-ended line from `conn`, until it closes or fails."""
     buf = b""
@@ -88,6 +87,7 @@ def _messages(conn: socket.socket):
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line.decode(errors="replace").split()
+
 
 class Coordinator:
     """Worker 0's launcher: decides generations. One thread per connection; state under a lock."""

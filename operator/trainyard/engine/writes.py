@@ -52,6 +52,22 @@ def urgent(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus)
     return _acted_on(old) != _acted_on(new)
 
 
+def write_wait(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus, has_events: bool,
+               held_since: float, written_at: float | None, now: float) -> float:
+    """Seconds until `new` may be written (0: now). `held_since`: when this not-yet-written status was
+    first held back (now, if it is new); `written_at`: the job's last status write (None: none yet).
+    A decision that posts an event or changes what is acted on is written at once; a new job's first
+    gang waits SETTLE_SECONDS for its pods to run; a tally waits SETTLE_SECONDS after it moved and
+    COUNTS_INTERVAL_SECONDS after the last write."""
+    first = first_gang_created(old, new)
+    if has_events or (urgent(old, new) and not first):
+        return 0.0
+    due = held_since + SETTLE_SECONDS
+    if not first and written_at is not None:
+        due = max(due, written_at + COUNTS_INTERVAL_SECONDS)
+    return max(0.0, due - now)
+
+
 def first_gang_created(old: DistributedTrainingJobStatus, new: DistributedTrainingJobStatus) -> bool:
     """True if `new` is a new job's first status and says only that its first gang was created:
     the one acted-on change that may wait SETTLE_SECONDS (nothing failed, nothing was refused)."""

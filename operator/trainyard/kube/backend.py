@@ -22,7 +22,7 @@ from ..engine.backend import Applied
 from ..engine.plan import Launch, Plan
 from ..engine.refusals import retry_at
 from ..engine.workers import Child, Refusal, State, Worker
-from ..engine.writes import COUNTS_INTERVAL_SECONDS, SETTLE_SECONDS, first_gang_created, urgent
+from ..engine.writes import write_wait
 from . import kueue
 from .client import Conflict, KubeClient, api_message, api_reason
 from .expectations import Expectations
@@ -225,9 +225,9 @@ class KubeBackend:
         """Deletes first, so the old gang is told to stop before its successor is created; then
         the children and the pods. Only if every creation succeeded is the status written (it
         counts the new pods as members); a refusal is remembered and the engine decides again.
-        Events are posted once the status write has succeeded. A status that differs from the
-        written one only in its tally (worker counts, messages: engine.writes) waits, at most
-        COUNTS_INTERVAL_SECONDS after the last write (the loop looks again then: `status_due_in`)."""
+        Events are posted once the status write has succeeded. A status that `engine.writes.write_wait`
+        lets wait (a tally, a new job's first gang) is held back; the loop looks again when it is
+        due (`status_due_in`)."""
         meta, client = job.metadata, self.client
         outcome = Applied.DONE
         self.written = None
@@ -248,13 +248,16 @@ class KubeBackend:
         new_status = status_body(plan.status)
         self.write_due = None
         if new_status != status_body(job.status):
-            wait = self._write_wait(job.status, plan)
+            now = self.clock()
+            if self.held_since is None:
+                self.held_since = now
+            wait = write_wait(job.status, plan.status, bool(plan.events), self.held_since, self.status_written_at, now)
             if wait == 0:
                 self.written = client.patch_status(meta.namespace, meta.name, meta.resourceVersion,
                                                    new_status)  # raises Conflict
                 self.status_written_at, self.held_since = self.clock(), None
             else:
-                self.write_due = self.clock() + wait
+                self.write_due = now + wait
         else:
             self.held_since = None  # nothing waits (a tally that moved back)
         if plan.events:
@@ -269,19 +272,6 @@ class KubeBackend:
             self._progress_children(job)
         self._publish_rendezvous(job, plan)
         return outcome
-
-    def _write_wait(self, old: api.DistributedTrainingJobStatus, plan: Plan) -> float:
-        """Seconds until this plan's status may be written (0: now), by engine.writes' rules."""
-        first = first_gang_created(old, plan.status)
-        if plan.events or (urgent(old, plan.status) and not first):
-            return 0.0
-        now = self.clock()
-        if self.held_since is None:
-            self.held_since = now
-        due = self.held_since + SETTLE_SECONDS
-        if not first and self.status_written_at is not None:
-            due = max(due, self.status_written_at + COUNTS_INTERVAL_SECONDS)
-        return max(0.0, due - now)
 
     def status_due_in(self) -> float | None:
         """When the loop must look again to write a waiting status (seconds), or None if none waits."""

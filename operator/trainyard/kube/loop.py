@@ -88,7 +88,6 @@ class JobLoop:
     woken_at: float = 0.0  # when the event that triggered the next reconcile arrived
     failure_seen_at: float | None = None  # a restart is decided; its new workers are not created yet
     phase: str | None = None
-    created_counted: bool = False  # JOBS_CREATED counted this job's first gang (its status may wait)
     lease_seen: tuple = ()  # what the last lease event that woke the loop said (lease_changed)
     lease_woken_at: float = 0.0
     lease_timer: asyncio.TimerHandle | None = None
@@ -234,9 +233,9 @@ class JobLoop:
         now = datetime.now(UTC)
         age = (now - job.metadata.creationTimestamp).total_seconds() if job.metadata.creationTimestamp else None
         created, was = new.condition(R.CREATED), old.condition(R.CREATED)
-        if (created is not None and created.status == "True" and new.attempt == 0 and not self.created_counted
+        # The decision that created the first gang's last pods (its status may be written later)
+        if (plan.create and new.attempt == 0 and created is not None and created.status == "True"
                 and (was is None or was.status != "True")):
-            self.created_counted = True
             metrics.JOBS_CREATED.labels(ns).inc()
             if age is not None:
                 metrics.WORKERS_CREATED_SECONDS.observe(age)
