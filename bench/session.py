@@ -35,6 +35,7 @@ class Session:
         self._names = itertools.count()
         self.kubeflow_error: str | None = None if want_kubeflow else "left out (BENCH_KUBEFLOW=0)"
         self.kubeflow_bin: tuple[str, str] | None = None
+        self.last_stop_s = 0.0  # restart_trainyard: the old operator's stop
 
     # -- set-up and tear-down
     def __enter__(self) -> Session:
@@ -84,8 +85,10 @@ class Session:
     def restart_trainyard(self, baseline: bool = False) -> C.TrainyardOperator:
         """A fresh operator process (P2 measures its peak RSS from a clean start)."""
         old = self._procs.pop("trainyard-base" if baseline else "trainyard", None)
+        t0 = time.monotonic()
         if old:
             old.stop()
+        self.last_stop_s = time.monotonic() - t0
         return self.trainyard(baseline)
 
     def kubeflow(self, qps: bool = False) -> C.KubeflowOperator:
