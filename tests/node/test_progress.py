@@ -279,7 +279,8 @@ def test_gang_start_with_worker_0s_ip_from_the_lease(chart: Node, ns: str):
     after = _gang_start(chart, ns, f"a{uuid.uuid4().hex[:4]}")
     print(f"\n[gang start] DNS only (no token, no Lease): {before}\n[gang start] with the Lease: {after}")
     # No "waited" entry means the first lookup (or the Lease) answered at once: the launcher only
-    # logs a wait that happened.
+    # logs a wait that happened. Worker 0 hosts the store on its pod IP: it never waits for its name.
+    assert "worker 0 waited (s)" not in before and "worker 0 waited (s)" not in after, (before, after)
     assert after.get("worker 1 reached worker 0 by", "DNS").startswith("IP ") or after.get("worker 1 waited (s)") \
         is None, after
     if before.get("worker 1 waited (s)", 0.0) > 5:

@@ -86,6 +86,10 @@ def test_config_from_pod_env():
     assert (cfg.endpoint_host, cfg.endpoint_port) == ("digits-ddp-0-0.digits-ddp.ml.svc", 29400)
     assert cfg.join_timeout == 300
     assert not cfg.watchdog
+    assert not cfg.is_host and cfg.pod_ip is None
+    host = LaunchConfig.from_env(["t.py"], {**POD_ENV, "PET_RDZV_CONF": "join_timeout=300,is_host=TRUE",
+                                            "TRAINYARD_POD_IP": "10.244.0.7"})
+    assert host.is_host and host.pod_ip == "10.244.0.7"
 
 
 def test_config_defaults_without_rendezvous_env():

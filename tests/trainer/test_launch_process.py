@@ -148,6 +148,42 @@ def test_dns_wait_is_interruptible(tmp_path):
     assert proc.returncode == 143
 
 
+ALL_REDUCE = textwrap.dedent(
+    """
+    import torch, torch.distributed as dist
+    dist.init_process_group("gloo")
+    t = torch.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(t)
+    print(f"all_reduce={t.item()}", flush=True)
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_the_store_host_does_not_wait_for_its_own_name(tmp_path):
+    """Worker 0 hosts the rendezvous store (is_host=true). In a pod its own name may not resolve yet
+    (seen on the real node: a 30 s cached NXDOMAIN before the gang could start); with TRAINYARD_POD_IP
+    it serves the store on that IP at once. Here its endpoint name never resolves at all, worker 1
+    reaches the store by IP (as it does from the job's Lease), and the real gang all_reduces."""
+    script = tmp_path / "all_reduce.py"
+    script.write_text(ALL_REDUCE)
+    port, rdzv = free_port(), f"host-{tmp_path.name}"
+    envs = [worker_env(0, 2, port, rdzv, PET_RDZV_ENDPOINT=f"no-such-host.invalid:{port}", TRAINYARD_POD_IP="127.0.0.1"),
+            worker_env(1, 2, port, rdzv, TRAINYARD_POD_IP="127.0.0.1")]
+    procs = [subprocess.Popen([*launcher_cmd(), str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for env in envs]
+    try:
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("all_reduce=3.0" in out for out in outs), outs
+    assert "rendezvous host no-such-host.invalid is this worker: serving the store on 127.0.0.1" in outs[0], outs[0]
+    assert "waiting for rendezvous host" not in outs[0], outs[0]
+
+
 def test_launch_module_runs_without_install():
     """`python -m trainyard_trainer.launch --help` works from the source tree alone."""
     proc = subprocess.run([sys.executable, "-m", "trainyard_trainer.launch", "--help"], cwd=TRAINER_IMAGE,

@@ -10,7 +10,9 @@ torchrun does not. Around it the launcher:
    "host not found". Meanwhile a worker other than 0 also reads the job's Lease
    (``TRAINYARD_PROGRESS_LEASE``, one GET with the pod's token): once the operator has published
    worker 0's pod IP for this rendezvous there, torchrun is started with that IP as the endpoint
-   (the cluster DNS caches a "no such name" answer for up to 30 s, longer than the IP takes);
+   (the cluster DNS caches a "no such name" answer for up to 30 s, longer than the IP takes).
+   The worker that hosts the store (``is_host=true``, worker 0) does not wait for its own name: in a
+   pod (``TRAINYARD_POD_IP``) its torchrun gets its pod IP as the endpoint;
 2. forwards SIGTERM/SIGINT/SIGHUP to the child's process group and exits with the child's exit
    code, made faithful to the worker: torchrun exits 1 for any failed worker, so the launcher reads
    the "Root Cause" block torchrun prints on stderr (it passes stderr through unchanged) and exits
@@ -188,6 +190,7 @@ class LaunchConfig:
     attempt: int | None = None
     rendezvous_attempt: int | None = None  # from PET_RDZV_ID (<job uid>-<n>)
     pod_ip: str | None = None  # TRAINYARD_POD_IP (Kubernetes): torchrun's --local-addr
+    is_host: bool = False  # PET_RDZV_CONF is_host=true: this agent serves the rendezvous store
 
     @classmethod
     def from_env(cls, argv: Sequence[str], env: Mapping[str, str]) -> LaunchConfig:
@@ -197,6 +200,7 @@ class LaunchConfig:
         if runtime not in RUNTIMES:
             raise ValueError(f"{ENV_RUNTIME}={runtime!r}: expected one of {', '.join(RUNTIMES)}")
         peers: tuple[tuple[str, int | None], ...] = ()
+        conf: dict[str, str] = {}
         if runtime == "torchrun":
             conf = parse_rdzv_conf(env.get("PET_RDZV_CONF"))
             join_timeout = float(conf.get("join_timeout", DEFAULT_JOIN_TIMEOUT))
@@ -224,6 +228,7 @@ class LaunchConfig:
             attempt=_int_or_none(env.get(ENV_ATTEMPT)),
             rendezvous_attempt=_int_or_none(tail) if "-" in rdzv_id else None,
             pod_ip=(env.get(contract.ENV_POD_IP) or "").strip() or None,
+            is_host=conf.get("is_host", "").lower() == "true",
         )
 
     def deadline_for(self, state: str) -> float:
@@ -557,6 +562,11 @@ class Launcher:
         except Exception as e:  # noqa: BLE001 - never a reason not to train
             _say(f"could not note the start in the job's Lease: {e}")
 
+    def _use_endpoint(self, address: str) -> None:
+        host = f"[{address}]" if ":" in address else address
+        port = self.cfg.endpoint_port
+        self.env["PET_RDZV_ENDPOINT"] = f"{host}:{port}" if port else host
+
     def _rendezvous_ip(self) -> str | None:
         """Worker 0's pod IP for this rendezvous, as the operator published it in the Lease (one GET
         per call, at most one a second), or None."""
@@ -598,12 +608,17 @@ class Launcher:
             except OSError as exc:
                 _say(f"error: cannot write the heartbeat file {cfg.heartbeat_file}: {exc}")
                 return 2
-        if cfg.endpoint_host:
+        if cfg.endpoint_host and cfg.is_host and cfg.pod_ip and not is_loopback(cfg.endpoint_host):
+            # The store's host serves on every address and reaches its own store by its pod IP: its
+            # own name may not resolve yet (the first lookup can beat the Service's EndpointSlice, and
+            # the cluster DNS then caches the NXDOMAIN for ~30 s, measured on the real node).
+            _say(f"rendezvous host {cfg.endpoint_host} is this worker: serving the store on {cfg.pod_ip}")
+            self._use_endpoint(cfg.pod_ip)
+        elif cfg.endpoint_host:
             fallback = self._rendezvous_ip if cfg.worker_index not in (None, 0) else None
             found = wait_for_dns(cfg.endpoint_host, cfg.endpoint_port, cfg.join_timeout, fallback=fallback)
             if isinstance(found, str):
-                host = f"[{found}]" if ":" in found else found
-                self.env["PET_RDZV_ENDPOINT"] = f"{host}:{cfg.endpoint_port}" if cfg.endpoint_port else host
+                self._use_endpoint(found)
         if cfg.peers:  # tensorflow: every peer, within one join timeout in all
             deadline = time.monotonic() + cfg.join_timeout
             for host, port in cfg.peers:
