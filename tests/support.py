@@ -1,5 +1,5 @@
 """Helpers every test tier (and the benchmarks) share: waiting on a condition, never sleeping on
-hope, and a free loopback port."""
+hope, a free loopback port, and the smallest real gloo gang script."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 T = TypeVar("T")
+
+# One real gloo all_reduce of rank + 1 over the gang (2 ranks: 3.0), as a worker's script: every
+# rank prints "rank R/W on HOST: all_reduce=X".
+ALL_REDUCE = """
+import socket, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+print(f"rank {dist.get_rank()}/{dist.get_world_size()} on {socket.gethostname()}: all_reduce={t.item()}", flush=True)
+dist.destroy_process_group()
+"""
 
 
 def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:

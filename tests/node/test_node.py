@@ -14,16 +14,8 @@ from trainyard.api import DistributedTrainingJob
 from trainyard.engine import Launch
 from trainyard.kube.manifests import headless_service, worker_pod
 
+from ..support import ALL_REDUCE
 from .conftest import NODE_NAME, STORAGE_CLASS, Node, wait_for
-
-ALL_REDUCE = """
-import os, socket, time, torch, torch.distributed as dist
-dist.init_process_group("gloo")
-t = torch.tensor([float(dist.get_rank() + 1)])
-dist.all_reduce(t)
-print(f"rank {dist.get_rank()}/{dist.get_world_size()} on {socket.gethostname()}: all_reduce={t.item()}", flush=True)
-dist.destroy_process_group()
-"""
 
 
 def _job(ns: str, name: str, image: str, script: str, workers: int = 2, **spec) -> DistributedTrainingJob:

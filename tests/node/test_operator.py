@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..support import ALL_REDUCE
 from .conftest import OPERATOR_NS, REPO, Node, operator_pod, wait_for
 
 
@@ -31,15 +32,6 @@ def test_operator_deployment_runs_read_only_and_non_root_from_the_real_image(cha
     # The operator talks to the apiserver through the kubernetes Service (10.0.0.1), and lives.
     logs = chart.logs(OPERATOR_NS, name)
     assert "Traceback" not in logs, logs[-3000:]
-
-
-ALL_REDUCE = """
-import torch, torch.distributed as dist
-dist.init_process_group("gloo")
-t = torch.tensor([float(dist.get_rank() + 1)])
-dist.all_reduce(t)
-print(f"all_reduce={t.item()}", flush=True)
-"""
 
 
 def test_a_job_is_reconciled_to_succeeded_by_theoperator_pod(chart: Node, ns: str):

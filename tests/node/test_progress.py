@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..support import ALL_REDUCE
 from .conftest import OPERATOR_NS, REPO, Node, operator_pod, wait_for
 
 EXAMPLE = REPO / "examples" / "digits-ddp.yaml"
@@ -232,15 +233,6 @@ def test_a_healthy_slow_job_runs_to_the_end(chart: Node, ns: str):
     print(f"[slow job] Succeeded after {time.monotonic() - t0:.0f} s, restarts {st['restarts']}")
     assert (st["restarts"], st["attempt"], st["progress"]["step"]) == (0, 0, 15), st
     assert [r for r, _ in events(chart, ns, name) if r == "Hung"] == []
-
-
-ALL_REDUCE = """
-import torch, torch.distributed as dist
-dist.init_process_group("gloo")
-t = torch.tensor([float(dist.get_rank() + 1)])
-dist.all_reduce(t)
-print(f"all_reduce={t.item()}", flush=True)
-"""
 
 
 def _gang_start(node: Node, ns: str, name: str, **template_spec) -> dict:

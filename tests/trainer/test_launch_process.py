@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from trainyard_trainer import HUNG_EXIT_CODE
 
+from ..support import ALL_REDUCE
 from .helpers import TRAINER_IMAGE, free_port, launcher_cmd, pid_alive, worker_env
 
 pytestmark = pytest.mark.torch
@@ -146,18 +147,6 @@ def test_dns_wait_is_interruptible(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143
-
-
-ALL_REDUCE = textwrap.dedent(
-    """
-    import torch, torch.distributed as dist
-    dist.init_process_group("gloo")
-    t = torch.tensor([float(dist.get_rank() + 1)])
-    dist.all_reduce(t)
-    print(f"all_reduce={t.item()}", flush=True)
-    dist.destroy_process_group()
-    """
-)
 
 
 def test_the_store_host_does_not_wait_for_its_own_name(tmp_path):
