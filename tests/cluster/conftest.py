@@ -192,9 +192,12 @@ class Operator:
     def logs(self) -> str:
         return self.log_path.read_text()[-6000:] if self.log_path.exists() else ""
 
+    def _all_logs(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.log_dir.glob("operator-*.log")))
+
     def errors(self) -> list[str]:
         """Lines showing the operator was denied by RBAC, or hit an unexpected exception."""
-        text = "".join(p.read_text() for p in self.log_dir.glob("operator-*.log"))
+        text = self._all_logs()
         return [line for line in text.splitlines()
                 if f'User "system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}" cannot' in line or "Traceback" in line]
 
@@ -279,6 +282,24 @@ def operator(installed: Cluster, tmp_path_factory) -> Iterator[Operator | InClus
     op.start()
     yield op
     op.stop()
+
+
+def operator_lines_about(op: Operator | InClusterOperator, namespace: str, last: int = 150) -> str:
+    """The operator's log lines that name `namespace` (its jobs' lines name it), the latest `last`."""
+    lines = [line for line in op._all_logs().splitlines() if namespace in line]
+    return "\n".join(lines[-last:]) or f"(no line of the operator's log names {namespace})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the operator shows what the operator logged about its namespace: a
+    CI failure must be readable from CI's output alone."""
+    outcome = yield
+    report = outcome.get_result()
+    op, ns = item.funcargs.get("operator"), item.funcargs.get("ns")
+    if report.when == "call" and report.failed and op is not None and isinstance(ns, str):
+        with contextlib.suppress(Exception):
+            report.sections.append((f"operator log lines naming {ns}", operator_lines_about(op, ns)))
 
 
 @pytest.fixture(autouse=True)

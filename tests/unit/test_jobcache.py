@@ -53,6 +53,21 @@ def test_a_watch_that_skips_our_version_costs_gets_not_staleness():
     assert rv(c.read()) == "8"
 
 
+def test_an_answer_the_watch_has_shown_already_never_hides_a_newer_version():
+    """Our status write (5) is answered, but its thread records the answer only after posting the
+    decision's events; meanwhile the watch shows 5 and a user's patch (6). The cache keeps 6."""
+    c = JobCache()
+    c.from_watch(v(3))
+    c.from_watch(v(5))
+    c.from_watch(v(6, spec={"runPolicy": {"suspend": True}}))
+    c.known(v(5))
+    assert rv(c.read()) == "6" and c.read()["spec"]["runPolicy"]["suspend"] is True
+    c.from_watch(v(7))  # nothing is awaited: the watch goes on being trusted
+    assert rv(c.read()) == "7"
+    c.known(v(7))  # a GET the watch has shown already
+    assert rv(c.read()) == "7"
+
+
 def test_what_is_read_is_a_copy():
     c = JobCache()
     c.from_watch(v(3))

@@ -10,6 +10,13 @@ can be in flight:
   the next reconcile reads the job with a GET;
 - a GET's answer is held the same way (awaited, unless the watch has shown that version already).
 
+- the watch may show R, and versions after it, before the thread that wrote R records the answer
+  (the write is followed by the decision's events and the progress Lease, and the threads share the
+  GIL with the watch): an answer whose version the watch has shown already is older than or equal
+  to the newest the watch holds, so the cache keeps the watch's. Recording it instead would leave a
+  user's patch that arrived meanwhile unseen until the resync (a suspend not acted on for minutes:
+  seen once in CI).
+
 So a watch that relists and skips R costs GETs, never a decision on a stale job. A reconcile that a
 requeue or the resync started (no event) always reads with a GET: the resync stays a safety net
 for a watch that has gone quiet.
@@ -19,8 +26,14 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
+
+
+# How many of the watch's latest versions are remembered to tell an answer the watch has shown
+# already from one it has not: far more than can arrive while one reconcile's writes are answered.
+SEEN_VERSIONS = 64
 
 
 def _rv(body: Mapping[str, Any]) -> str | None:
@@ -32,16 +45,17 @@ class JobCache:
         self._lock = threading.Lock()
         self._body: dict[str, Any] | None = None
         self._awaiting: str | None = None  # the resourceVersion of ours that the watch has not shown yet
-        self._seen: str | None = None  # the newest resourceVersion the watch has shown
+        self._watched: dict[str, Any] | None = None  # the newest body the watch has shown
+        self._recent: deque[str | None] = deque(maxlen=SEEN_VERSIONS)  # the watch's latest versions
 
     def from_watch(self, body: Mapping[str, Any]) -> None:
         """A job event (ADDED or MODIFIED) as the watch delivered it."""
         rv = _rv(body)
         with self._lock:
-            self._seen = rv
+            self._watched = copy.deepcopy(dict(body))
+            self._recent.append(rv)
             if self._awaiting is None or rv == self._awaiting:
-                self._body = copy.deepcopy(dict(body))
-                self._awaiting = None
+                self._body, self._awaiting = self._watched, None  # never mutated: read() copies
             else:  # older than what we wrote or read (or the watch skipped it): unknown until it arrives
                 self._body = None
 
@@ -49,8 +63,10 @@ class JobCache:
         """The apiserver's answer to a GET or a status write of ours: the newest version there is."""
         rv = _rv(body)
         with self._lock:
-            self._body = copy.deepcopy(dict(body))
-            self._awaiting = None if rv == self._seen else rv
+            if rv is not None and rv in self._recent:  # the watch has shown it, and maybe newer ones
+                self._body, self._awaiting = copy.deepcopy(self._watched), None
+            else:
+                self._body, self._awaiting = copy.deepcopy(dict(body)), rv
 
     def forget(self) -> None:
         """The job changed in a way we did not see (a conflict): read it again."""
