@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import prebuild
 from tests.support import tier_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ def _unavailable(why: str) -> None:
 
 def _tool(name: str) -> str:
     """BIN/name, built by e2e/cluster/build.sh when missing (a no-op for tools already built)."""
+    prebuild.wait("cluster/build.sh", 3600)  # a background build of it (tests/prebuild.py)
     path = BIN / name
     if path.exists():
         return str(path)

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from tests import prebuild
 from tests.support import tier_unavailable
 
 from ..support import free_port, wait_for
@@ -79,6 +80,7 @@ def cluster() -> Iterator[Cluster]:
         return
     if shutil.which("go") is None and not (BIN / "kube-apiserver").exists():
         _unavailable("no Go toolchain to build the control plane (install Go 1.26, or set TRAINYARD_E2E_KUBECONFIG)")
+    prebuild.wait("cluster/build.sh", 3600)  # a background build of it (tests/prebuild.py)
     try:
         build = subprocess.run([str(CLUSTER_SCRIPTS / "build.sh")], text=True, capture_output=True, timeout=3600)
         if build.returncode != 0:

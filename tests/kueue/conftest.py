@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from .. import prebuild
 from ..cluster.conftest import (  # noqa: F401 - _operator_stays_healthy: the cluster tier's autouse check, here too
     BIN,
     OPERATOR_NS,
@@ -75,7 +76,9 @@ def kueue_cluster() -> Iterator[Cluster]:
     kueue_bin = CACHE / "bin" / "current" / "kueue"
     if shutil.which("go") is None and not (kueue_bin.exists() and (BIN / "kube-apiserver").exists()):
         _unavailable("no Go toolchain to build the control plane and Kueue (install Go 1.26)")
+    prebuild.wait("cluster/build.sh", 3600)  # background builds of them (tests/prebuild.py)
     _script(CLUSTER_SCRIPTS / "build.sh", timeout=3600)
+    prebuild.wait("kueue/build.sh", 3600)
     _script(KUEUE_SCRIPTS / "build.sh", timeout=3600)  # cached: 0.1 s warm; ~20 min cold here
     _script(CLUSTER_SCRIPTS / "up.sh", CLUSTER_NAME, timeout=600)
     kubeconfig = _script(KUEUE_SCRIPTS / "up.sh", CLUSTER_NAME, timeout=600, env=KUEUE_ENV).strip().splitlines()[-1]

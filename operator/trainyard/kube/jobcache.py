@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-
 # How many of the watch's latest versions are remembered to tell an answer the watch has shown
 # already from one it has not: far more than can arrive while one reconcile's writes are answered.
 SEEN_VERSIONS = 64
