@@ -264,3 +264,19 @@ def test_worker_0s_launcher_notes_its_start_in_the_lease(tmp_path):
             assert not (lease / "launcher.json").exists()  # only worker 0 says so
     doc = json.loads((lease / "launcher.json").read_text())
     assert set(doc) == {"attempt", "time"} and doc["attempt"] == 4
+
+
+def test_a_warm_in_place_agent_notes_its_start_in_the_lease_too(tmp_path):
+    """restartMode Warm with inPlaceRestarts: the launcher is the agent (no torchrun), and it starts
+    the gang as well, so worker 0's note is there for the operator's startup budget."""
+    script = tmp_path / "exiter.py"
+    script.write_text(EXITER)
+    lease = tmp_path / "lease"
+    port = free_port()
+    env = _single(tmp_path, TRAINYARD_PROGRESS_DIR=str(lease), TRAINYARD_ATTEMPT="2", TRAINYARD_RESTART_MODE="Warm",
+                  PET_MAX_RESTARTS="1", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    proc = subprocess.run([*launcher_cmd(), str(script), "0"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "runs in a warm spare" in proc.stderr, proc.stderr
+    doc = json.loads((lease / "launcher.json").read_text())
+    assert set(doc) == {"attempt", "time"} and doc["attempt"] == 2

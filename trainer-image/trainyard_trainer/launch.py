@@ -28,8 +28,9 @@ torchrun does not. Around it the launcher:
    instead. It kills every process it started (SIGTERM, then SIGKILL), writes
    ``Hung: no training progress for N s`` to /dev/termination-log and stderr, and exits 86. The
    operator's own hang detection (the job's Lease) fires 30 s earlier: this is its backstop;
-4. worker 0 notes in the job's Lease that torchrun started (``trainyard.dev/launcher``): the
-   operator then knows this gang can report its progress, and judges its startup.
+4. worker 0 notes in the job's Lease that torchrun (or the warm in-place agent) started
+   (``trainyard.dev/launcher``): the operator then knows this gang can report its progress, and
+   judges its startup.
 
 Explicit torchrun flags: only ``--local-addr``. torchrun otherwise advertises ``socket.getfqdn()`` as
 the address of rank 0's store, and rank 0 is the agent whose address sorts first. On a workstation
@@ -272,6 +273,9 @@ _PEER_LOST_RE = re.compile(
 )
 _EXITCODE_RE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 _RULE_RE = re.compile(r"^={20,}\s*$")
+# How long a warm agent that is done waits for its start note to be written (one Lease patch).
+ANNOUNCE_JOIN_SECONDS = 5.0
+
 # After torchrun's root-cause block, how long it may go on before the launcher ends it (its own
 # shutdown after the verdict: 2-3 s measured, during which the pod looks alive and a new gang waits).
 VERDICT_GRACE_SECONDS = float(os.environ.get("TRAINYARD_VERDICT_GRACE_SECONDS", "0.3"))
@@ -549,6 +553,12 @@ class Launcher:
             self._lease_obj = lease_from_env(self.env)
         return self._lease_obj
 
+    def _announce(self) -> threading.Thread:
+        """Notes the start in a thread: the Lease write is never in the way of the start."""
+        thread = threading.Thread(target=self._announce_start, name="trainyard-launch-lease", daemon=True)
+        thread.start()
+        return thread
+
     def _announce_start(self) -> None:
         """Worker 0 notes that torchrun started: the operator then judges this gang's startup."""
         from .lease import micro_time
@@ -629,12 +639,17 @@ class Launcher:
         if cfg.runtime == "torchrun" and (agent := self._warm_agent()) is not None:
             if cfg.heartbeat_file:
                 touch(cfg.heartbeat_file)
-            return agent.run()
+            # The warm agent starts the gang too: the operator judges its startup from this note.
+            announced = self._announce() if cfg.worker_index == 0 else None
+            code = agent.run()
+            if announced is not None:
+                announced.join(ANNOUNCE_JOIN_SECONDS)  # a rank that ends at once still leaves its note
+            return code
         argv = build_argv(cfg, self.python)
         if cfg.heartbeat_file:
             mark(cfg.heartbeat_file, STARTING)  # the first-step budget counts from torchrun's start, not before DNS
         if cfg.worker_index == 0:
-            threading.Thread(target=self._announce_start, name="trainyard-launch-lease", daemon=True).start()
+            self._announce()
         read_fd, write_fd = os.pipe()
         # No signal may land between fork and recording the child's pid: block them around it.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
