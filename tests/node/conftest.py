@@ -10,6 +10,7 @@ start fails the run; elsewhere a missing Docker, Go or root skips the tier with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -118,6 +119,21 @@ class Node:
             out.append(f"--- {line}\n" + self.kubectl("-n", ns, "logs", line, "--all-containers", "--tail=60",
                                                        check=False).stdout)
         return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed node test shows its namespace as it was then (jobs' status, events, pods and their
+    logs): the pods of a restarted gang are gone by the time anyone reads CI's output."""
+    outcome = yield
+    report = outcome.get_result()
+    node, ns = item.funcargs.get("chart") or item.funcargs.get("node"), item.funcargs.get("ns")
+    if report.when == "call" and report.failed and isinstance(node, Node) and isinstance(ns, str):
+        with contextlib.suppress(Exception):
+            jobs = node.kubectl("-n", ns, "get", "dtj", "-o", "yaml", check=False).stdout
+            events = node.kubectl("-n", ns, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout
+            report.sections.append((f"namespace {ns} at the failure",
+                                    f"{jobs[-6000:]}\n--- events\n{events[-6000:]}\n{node.diagnostics(ns)[-12000:]}"))
 
 
 @pytest.fixture(scope="session")
