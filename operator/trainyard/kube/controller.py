@@ -20,12 +20,14 @@ import kopf
 from .. import api
 from ..api import admission
 from ..api.names import DEFAULT_CLUSTER_DOMAIN, LABEL_JOB_NAME
-from . import kueue, metrics
+from . import kopf_patches, kueue, metrics
 from .client import KubeClient, load_config
 from .leases import from_lease
 from .loop import Loops
 from .nodes import node_state
 from .pods import from_pod
+
+kopf_patches.apply()  # before kopf starts: its start-up wake-ups are O(objects^2) otherwise
 
 # Reconciles run in threads (the official client is synchronous); the default pool of
 # min(32, cpus + 4) threads would queue the jobs of a burst behind a handful of them.
