@@ -41,6 +41,15 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.ext = client.ApiextensionsV1Api(api_client)
 
+    def delete_volume(self, name: str) -> None:
+        """Deletes a test's PersistentVolume. Reclaim policy Delete: the PV controller may have
+        deleted it already once its claim went (a race seen in CI), which is what the test wants."""
+        try:
+            self.core.delete_persistent_volume(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     # -- jobs
     def create_job(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL, body)

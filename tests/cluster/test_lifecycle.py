@@ -91,7 +91,7 @@ def test_kubectl_apply_example_creates_exact_children(kube, ns, installed, opera
         assert re.split(r"\s{2,}", out[1].strip())[:5] == ["digits-ddp", "Running", "4", "4", "0"]
     finally:
         installed.kubectl_run("delete", "-n", ns, "-f", str(example), "--wait=true", check=False)
-        kube.core.delete_persistent_volume(pv)
+        kube.delete_volume(pv)
 
 
 def test_success_needs_every_worker(kube, ns, operator):

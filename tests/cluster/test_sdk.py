@@ -215,7 +215,7 @@ def test_the_example_yaml_and_the_notebook_example(kube, ns, operator, installed
             example.cluster_progress(sdk_client, name)
     finally:
         sdk_client.delete("digits-ddp", wait=True)
-        kube.core.delete_persistent_volume(pv)
+        kube.delete_volume(pv)
 
 
 # ---------------------------------------------------------------------- real log lines through kwok
