@@ -16,7 +16,10 @@ TIER_ORDER = ("unit", "trainer", "runtime", "chart", "cluster", "kueue", "node")
 
 
 def _tier(item: pytest.Item) -> str | None:
-    with_tier = Path(str(item.fspath)).resolve().relative_to(TESTS).parts
+    path = Path(str(item.fspath)).resolve()
+    if not path.is_relative_to(TESTS):
+        return None  # a test file outside tests/: no tier, no set-up
+    with_tier = path.relative_to(TESTS).parts
     return with_tier[0] if len(with_tier) > 1 else None
 
 

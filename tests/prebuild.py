@@ -67,9 +67,10 @@ def _run_lane(steps: list[_Step]) -> None:
             t0 = time.monotonic()
             log = _log_dir() / f"prebuild-{step.script.replace('/', '-')}.log"
             with open(log, "w") as out:
-                step.proc = subprocess.Popen([str(E2E / step.script)], stdout=out, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                             preexec_fn=lambda: os.nice(19))
+                # nice(1), not preexec_fn: the lanes are threads, and preexec_fn is unsafe with threads.
+                step.proc = subprocess.Popen(["nice", "-n", "19", str(E2E / step.script)], stdout=out,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
                 step.returncode = step.proc.wait()
             step.seconds = round(time.monotonic() - t0, 1)
         except Exception:  # noqa: BLE001 - the fixture runs the script itself and reports what fails

@@ -8,8 +8,7 @@ can be in flight:
 - after a write of ours answered with resourceVersion R, the watch's events before R's are older
   than what we hold: until R arrives, any other version from the watch makes the cache unknown, and
   the next reconcile reads the job with a GET;
-- a GET's answer is held the same way (awaited, unless the watch has shown that version already).
-
+- a GET's answer is held the same way (awaited, unless the watch has shown that version already);
 - the watch may show R, and versions after it, before the thread that wrote R records the answer
   (the write is followed by the decision's events and the progress Lease, and the threads share the
   GIL with the watch): an answer whose version the watch has shown already is older than or equal
@@ -63,7 +62,7 @@ class JobCache:
         rv = _rv(body)
         with self._lock:
             if rv is not None and rv in self._recent:  # the watch has shown it, and maybe newer ones
-                self._body, self._awaiting = copy.deepcopy(self._watched), None
+                self._body, self._awaiting = self._watched, None  # never mutated: read() copies
             else:
                 self._body, self._awaiting = copy.deepcopy(dict(body)), rv
 
