@@ -134,6 +134,15 @@ def test_a_finished_job_counts_what_is_left_after_its_cleanup():
     assert (plan.status.workers.active, plan.status.workers.ready) == (0, 0)
     after = decide(then(job, plan), [wk(1, state=State.FAILED, exit_code=1)], at(2))
     assert (after.status.workers.active, after.status.workers.ready, after.status.workers.failed) == (0, 0, 1)
+    # CI saw this: the next decision came while the deleted pod still terminated (deletionTimestamp
+    # set, no exit code); the clean-up's own deletion is not a second failure.
+    terminating = wk(0, state=State.FAILED, disruption=R.POD_DELETED, reason=R.POD_DELETED)
+    racing = decide(then(job, plan), [terminating, wk(1, state=State.FAILED, exit_code=1)], at(2))
+    assert (racing.status.workers.active, racing.status.workers.failed) == (0, 1)
+    # On a real node the clean-up's SIGTERM ends the trainer with 143: still not a failure of the job's
+    sigterm = wk(0, state=State.FAILED, exit_code=143, reason="Error")
+    killed = decide(then(job, plan), [sigterm, wk(1, state=State.FAILED, exit_code=1)], at(2))
+    assert (killed.status.workers.active, killed.status.workers.failed) == (0, 1)
 
 
 @pytest.mark.parametrize(("unready_for", "lost"), [(NODE_LOST_GRACE_SECONDS - 1, False),

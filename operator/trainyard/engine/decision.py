@@ -160,16 +160,22 @@ class Decision:
         self.plan.wake_at(self.now, when)
 
     def count(self) -> None:
-        """The current gang's pods as they are after this plan (its deletions done)."""
+        """The current gang's pods as they are after this plan (its deletions done). A job that has
+        already ended keeps the outcomes it ended with: its clean-up's deletions (a pod seen while it
+        terminates, a SIGTERM's exit code) lower active and ready, never add a failure."""
         ms = [w for w in self.gang.members.values() if w.state != State.VANISHED]
         gone = set(self.plan.delete)
-        self.status.workers = WorkerCounts(
+        counts = WorkerCounts(
             desired=self.spec.desired_workers,
             active=sum(w.active and w.name not in gone for w in ms),
             ready=sum(w.state == State.RUNNING and w.ready and w.name not in gone for w in ms),
             succeeded=sum(w.state == State.SUCCEEDED for w in ms),
             failed=sum(w.state == State.FAILED for w in ms),
         )
+        ended = self.job.status.workers if self.job.status.phase in (Phase.SUCCEEDED, Phase.FAILED) else None
+        if ended is not None:
+            counts = counts.model_copy(update={"succeeded": ended.succeeded, "failed": ended.failed})
+        self.status.workers = counts
 
     # -- ending the job
     def finish(self, outcome: Finish) -> None:
