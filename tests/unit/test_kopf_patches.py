@@ -25,6 +25,8 @@ def _counting(ts: aiotoggles.ToggleSet) -> list[int]:
 def test_the_pinned_kopf_is_patched():
     assert kopf_patches.apply() is True
     assert aiotoggles.ToggleSet.drop_toggle is kopf_patches._drop_toggle
+    from kopf._core.reactor import processing
+    assert processing._detect_causes is kopf_patches._detect_causes
 
 
 def test_waiters_wake_once_when_the_last_object_is_indexed_not_once_per_object():
@@ -66,3 +68,60 @@ def test_a_toggle_that_turns_the_set_off_still_wakes_who_waits_for_off():
         return ts.is_on()
 
     assert asyncio.run(scenario()) is True
+
+
+def _in_a_loop(fn):
+    async def call():
+        return fn()
+    return asyncio.run(call())
+
+
+def _cause_inputs(registry):
+    import logging
+
+    import kopf
+    from kopf._cogs.structs import bodies, patches, references
+    from kopf._core.engines import indexing
+    from kopf._core.reactor import inventory
+
+    resource = references.Resource(group="", version="v1", plural="pods", kind="Pod", singular="pod",
+                                   namespaced=True, verbs=["list", "watch"])
+    raw = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"a": "b"}},
+           "spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": "X", "value": "1"}]}]},
+           "status": {"phase": "Running"}}
+    logger = logging.LoggerAdapter(logging.getLogger("test"), {})
+    return dict(indexers=indexing.OperatorIndexers(), registry=registry, settings=kopf.OperatorSettings(),
+                resource=resource, raw_event={"type": "MODIFIED", "object": raw}, body=bodies.Body(raw),
+                patch=patches.Patch(), memory=inventory.ResourceMemory(), local_logger=logger, event_logger=logger)
+
+
+def test_events_of_a_resource_with_only_event_handlers_are_never_deep_copied(monkeypatch):
+    import kopf
+    from kopf._cogs.configs import diffbase
+
+    kopf_patches.apply()
+    registry = kopf.OperatorRegistry()
+    kopf.on.event("pods", registry=registry)(lambda **_: None)
+    built = []
+    real_build = diffbase.DiffBaseStorage.build
+    monkeypatch.setattr(diffbase.DiffBaseStorage, "build", lambda self, **kw: built.append(1) or real_build(self, **kw))
+    inputs = _in_a_loop(lambda: _cause_inputs(registry))  # kopf's memory reads the loop's clock
+    ours = kopf_patches._detect_causes(**inputs)
+    assert built == []
+    theirs = kopf_patches._kopf_detect_causes(**inputs)  # kopf's own: the same cause, at the cost of a copy
+    assert built == [1]
+    assert (ours.spawning_cause, ours.changing_cause) == (theirs.spawning_cause, theirs.changing_cause) == (None, None)
+    assert ours.watching_cause.type == theirs.watching_cause.type == "MODIFIED"
+    assert ours.watching_cause.body is theirs.watching_cause.body is inputs["body"]
+    assert ours.watching_cause.event is inputs["raw_event"]
+
+
+def test_a_resource_with_change_handlers_keeps_kopfs_own_detection():
+    import kopf
+
+    kopf_patches.apply()
+    registry = kopf.OperatorRegistry()
+    kopf.on.update("pods", registry=registry)(lambda **_: None)
+    causes = kopf_patches._detect_causes(**_in_a_loop(lambda: _cause_inputs(registry)))
+    assert causes.changing_cause is not None  # kopf's diff ran: only it makes a changing cause
