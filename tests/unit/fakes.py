@@ -61,6 +61,15 @@ class FakeClient:
                 out[m["metadata"]["name"]] = e
         return out
 
+    def create_each(self, manifests: list[dict[str, Any]]) -> list[bool | BaseException]:
+        out: list[bool | BaseException] = []
+        for m in manifests:
+            try:
+                out.append(self.create(m))
+            except Exception as e:  # noqa: BLE001 - reported as the real client does
+                out.append(e)
+        return out
+
     def owners(self, manifest: dict[str, Any]) -> list[str] | None:
         return [o["uid"] for o in manifest["metadata"].get("ownerReferences") or []]
 

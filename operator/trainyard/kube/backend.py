@@ -329,16 +329,18 @@ class KubeBackend:
         hang (it sees no report of the gang) and trainyard-launch's watchdog remains."""
         if self._lease(job) is None:
             self.made = {k for k in self.made if k[0] not in PROGRESS_KINDS}
-        for build in (progress_lease, progress_role, progress_role_binding):
-            manifest = build(job)
+        todo = [m for build in (progress_lease, progress_role, progress_role_binding)
+                if ((m := build(job))["kind"], -1) not in self.made]
+        # Together (they share a name, not an order: a binding may name a Role that is not there
+        # yet): one round trip instead of three on the reconcile thread, which a burst of new jobs waits for.
+        for manifest, result in zip(todo, self.client.create_each(todo), strict=True):
             key = (manifest["kind"], -1)
-            if key in self.made:
-                continue
-            try:
-                created = self.client.create(manifest)
-                err = None if created else self._foreign(job, manifest)
-            except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
-                err = e
+            err = result if isinstance(result, BaseException) else None
+            if result is False:
+                try:
+                    err = self._foreign(job, manifest)
+                except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
+                    err = e
             if err is None:
                 self.made.add(key)
             else:

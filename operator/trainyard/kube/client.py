@@ -148,6 +148,11 @@ class KubeClient:
         futures = {m["metadata"]["name"]: self.pool.submit(self.create, m) for m in manifests}
         return {name: e if (e := f.exception()) is not None else f.result() for name, f in futures.items()}
 
+    def create_each(self, manifests: list[dict[str, Any]]) -> list[bool | BaseException]:
+        """Creates in parallel objects that may share a name; in order: True, False (it existed) or the error."""
+        futures = [self.pool.submit(self.create, m) for m in manifests]
+        return [e if (e := f.exception()) is not None else f.result() for f in futures]
+
     def owners(self, manifest: dict[str, Any]) -> list[str] | None:
         """The uids of an existing object's owners, or None if it is gone."""
         meta = manifest["metadata"]
