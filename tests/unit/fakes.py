@@ -8,6 +8,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from trainyard.kube.client import Conflict
 
 
@@ -19,6 +21,7 @@ class FakeClient:
         self.calls: list[tuple] = []
         self.fail_creates: dict[str, Exception] = {}
         self.created: dict[str, dict[str, Any]] = {}  # by name: what create was given
+        self.exists: set[tuple[str, str]] = set()  # (kind, name) of what was created
         self.conflicts = 0  # the next N status writes answer 409
         self.pool = ThreadPoolExecutor(max_workers=8)
         self._lock = threading.Lock()
@@ -50,7 +53,16 @@ class FakeClient:
         self.created[name] = manifest
         if name in self.fail_creates:
             raise self.fail_creates[name]
+        self._refuse_escalation(manifest, self.exists)
+        self.exists.add((manifest["kind"], name))
         return True
+
+    @staticmethod
+    def _refuse_escalation(manifest: dict[str, Any], exists: set[tuple[str, str]]) -> None:
+        """As the apiserver's RBAC storage does for a creator without the `bind` verb (the operator): a
+        RoleBinding is checked against the rules of the Role it names, so that Role must already be there."""
+        if manifest["kind"] == "RoleBinding" and ("Role", manifest["roleRef"]["name"]) not in exists:
+            raise ApiException(status=404, reason=f'roles.rbac.authorization.k8s.io "{manifest["roleRef"]["name"]}" not found')
 
     def create_all(self, manifests: list[dict[str, Any]]) -> dict[str, bool | BaseException]:
         out: dict[str, bool | BaseException] = {}
@@ -62,9 +74,12 @@ class FakeClient:
         return out
 
     def create_each(self, manifests: list[dict[str, Any]]) -> list[bool | BaseException]:
+        """Parallel in the real client: no manifest of the batch sees another one of it as created."""
+        before = set(self.exists)
         out: list[bool | BaseException] = []
         for m in manifests:
             try:
+                self._refuse_escalation(m, before)
                 out.append(self.create(m))
             except Exception as e:  # noqa: BLE001 - reported as the real client does
                 out.append(e)

@@ -329,23 +329,25 @@ class KubeBackend:
         hang (it sees no report of the gang) and trainyard-launch's watchdog remains."""
         if self._lease(job) is None:
             self.made = {k for k in self.made if k[0] not in PROGRESS_KINDS}
-        todo = [m for build in (progress_lease, progress_role, progress_role_binding)
-                if ((m := build(job))["kind"], -1) not in self.made]
-        # Together (they share a name, not an order: a binding may name a Role that is not there
-        # yet): one round trip instead of three on the reconcile thread, which a burst of new jobs waits for.
-        for manifest, result in zip(todo, self.client.create_each(todo), strict=True):
-            key = (manifest["kind"], -1)
-            err = result if isinstance(result, BaseException) else None
-            if result is False:
-                try:
-                    err = self._foreign(job, manifest)
-                except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
-                    err = e
-            if err is None:
-                self.made.add(key)
-            else:
-                self.log.warning("creating %s %s failed (progress reports and hang detection need it): %s",
-                                 manifest["kind"], manifest["metadata"]["name"], _message(err))
+        # Two round trips instead of three on the reconcile thread, which a burst of new jobs waits
+        # for: the Lease with the Role, then the binding. Not all three together: the operator has no
+        # `bind` verb, so the apiserver checks a RoleBinding against the rules of the Role it names,
+        # and refuses it (404) while that Role is not there yet.
+        for builds in ((progress_lease, progress_role), (progress_role_binding,)):
+            todo = [m for build in builds if ((m := build(job))["kind"], -1) not in self.made]
+            for manifest, result in zip(todo, self.client.create_each(todo) if todo else [], strict=True):
+                key = (manifest["kind"], -1)
+                err = result if isinstance(result, BaseException) else None
+                if result is False:
+                    try:
+                        err = self._foreign(job, manifest)
+                    except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
+                        err = e
+                if err is None:
+                    self.made.add(key)
+                else:
+                    self.log.warning("creating %s %s failed (progress reports and hang detection need it): %s",
+                                     manifest["kind"], manifest["metadata"]["name"], _message(err))
 
     def _publish_rendezvous(self, job: api.DistributedTrainingJob, plan: Plan) -> None:
         """Worker 0's pod IP for the current rendezvous, into the Lease as soon as the pod has one: the
