@@ -559,9 +559,10 @@ class Floor(Process):
 # ---- the two kinds of job ---------------------------------------------------------------------------
 
 
-def dtj(name: str, workers: int) -> dict[str, Any]:
-    """A fixed-size Trainyard job: OnFailure, Gang scope (the defaults a user gets), no checkpoint claim."""
-    return {
+def dtj(name: str, workers: int, startup_deadline: int | None = None) -> dict[str, Any]:
+    """A fixed-size Trainyard job: OnFailure, Gang scope (the defaults a user gets), no checkpoint claim;
+    `startup_deadline` sets spec.runPolicy.startupDeadlineSeconds (default 600)."""
+    body: dict[str, Any] = {
         "apiVersion": "trainyard.dev/v1alpha1", "kind": "DistributedTrainingJob",
         "metadata": {"name": name},
         "spec": {
@@ -572,6 +573,9 @@ def dtj(name: str, workers: int) -> dict[str, Any]:
                 "command": ["trainyard-launch", "-m", "trainyard_trainer.examples.train_digits"]}]}},
         },
     }
+    if startup_deadline is not None:
+        body["spec"]["runPolicy"] = {"startupDeadlineSeconds": startup_deadline}
+    return body
 
 
 def pytorchjob(name: str, workers: int, restart_policy: str = "OnFailure") -> dict[str, Any]:

@@ -113,8 +113,20 @@ def hist_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
-def _wait(w: C.PodWatch, n: int, t0: float, timeout: float) -> tuple[float, float]:
-    created, running = w.wait(lambda w: w.all_times(lambda p: True, n), timeout, f"{n} pods Running in {w.ns}")
+def _wait(w: C.PodWatch, n: int, t0: float, timeout: float, op: Any = None) -> tuple[float, float]:
+    """Until the n pods are Running; with the operator `op`, a job that failed ends the wait at once
+    (its pods are gone and will never all be Running)."""
+    checked = [0.0]
+
+    def done(w: C.PodWatch) -> Any:
+        if op is not None and time.monotonic() - checked[0] >= 5.0:
+            checked[0] = time.monotonic()
+            failed = C.prom_values(op.metrics(), "trainyard_jobs_failed_total")
+            if failed:
+                raise RuntimeError(f"jobs failed while P2 waited for {n} pods Running: {failed}")
+        return w.all_times(lambda p: True, n)
+
+    created, running = w.wait(done, timeout, f"{n} pods Running in {w.ns}")
     return created - t0, running - t0
 
 
@@ -151,14 +163,17 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
     rss_start = op.rss()
     pool = ThreadPoolExecutor(max_workers=64)
     t0 = time.monotonic()
-    futures = [pool.submit(session.submit_trainyard, f"{prefix}-{j}", WORKERS, ns) for j in range(jobs)]
+    # P2 measures throughput: the startup deadline (a fault detector, 600 s by default) must not fire
+    # while kube-scheduler works through its queue, longer than that at 40,000 pods on 2 cores.
+    futures = [pool.submit(session.submit_trainyard, f"{prefix}-{j}", WORKERS, ns, int(timeout))
+               for j in range(jobs)]
     errors = [f.exception() for f in futures if f.exception() is not None]
     submitted = time.monotonic() - t0
     pool.shutdown()
     if errors:
         peak()
         raise RuntimeError(f"{len(errors)} job submissions failed: {errors[0]}")
-    created, running = _wait(w, n, t0, timeout)
+    created, running = _wait(w, n, t0, timeout, op)
     time.sleep(2)
     rss_peak = peak()
     cpu_running = op.cpu_s() - cpu_before

@@ -130,8 +130,9 @@ class Session:
         time.sleep(1.0)  # let the controllers' queues drain before the next trial
 
     # -- submitting jobs
-    def submit_trainyard(self, name: str, workers: int, ns: str = NS_TRAINYARD) -> None:
-        body = C.dtj(name, workers)
+    def submit_trainyard(self, name: str, workers: int, ns: str = NS_TRAINYARD,
+                         startup_deadline: int | None = None) -> None:
+        body = C.dtj(name, workers, startup_deadline)
         self.kube.custom.create_namespaced_custom_object(*TRAINYARD[:1], "v1alpha1", ns, TRAINYARD[1], body)
 
     def submit_kubeflow(self, name: str, workers: int, ns: str = NS_KUBEFLOW) -> None:
