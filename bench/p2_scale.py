@@ -121,7 +121,11 @@ def _wait(w: C.PodWatch, n: int, t0: float, timeout: float, op: Any = None) -> t
     def done(w: C.PodWatch) -> Any:
         if op is not None and time.monotonic() - checked[0] >= 5.0:
             checked[0] = time.monotonic()
-            failed = C.prom_values(op.metrics(), "trainyard_jobs_failed_total")
+            try:
+                text = op.metrics()
+            except OSError:  # an operator busy with 40,000 pods may answer late: look again in 5 s
+                return None
+            failed = C.prom_values(text, "trainyard_jobs_failed_total")
             if failed:
                 raise RuntimeError(f"jobs failed while P2 waited for {n} pods Running: {failed}")
         return w.all_times(lambda p: True, n)
