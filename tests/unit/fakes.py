@@ -23,6 +23,7 @@ class FakeClient:
         self.created: dict[str, dict[str, Any]] = {}  # by name: what create was given
         self.exists: set[tuple[str, str]] = set()  # (kind, name) of what was created
         self.conflicts = 0  # the next N status writes answer 409
+        self.events: list[Any] = []  # what post_events was given
         self.pool = ThreadPoolExecutor(max_workers=8)
         self._lock = threading.Lock()
 
@@ -51,8 +52,9 @@ class FakeClient:
         name = manifest["metadata"]["name"]
         self._log("create", manifest["kind"], name)
         self.created[name] = manifest
-        if name in self.fail_creates:
-            raise self.fail_creates[name]
+        refusal = self.fail_creates.get(f"{manifest['kind']}/{name}") or self.fail_creates.get(name)
+        if refusal is not None:  # keyed by name, or by kind/name (a job's progress children share its name)
+            raise refusal
         self._refuse_escalation(manifest, self.exists)
         self.exists.add((manifest["kind"], name))
         return True
@@ -121,3 +123,4 @@ class FakeClient:
     def post_events(self, meta: Any, events: list[Any]) -> None:
         for e in events:
             self._log("event", e.reason)
+            self.events.append(e)

@@ -131,6 +131,26 @@ def test_decisions_are_the_same_through_the_backend_as_through_the_engine():
         "demo", "demo-0-0", "demo-0-1", "demo-progress", "demo-progress", "demo-progress"]
 
 
+@pytest.mark.usefixtures("first_write_at_once")
+def test_a_refused_progress_child_is_a_warning_event_on_the_job_which_still_starts():
+    client = FakeClient(dict(BASE))
+    refusal = ApiException(status=403, reason="Forbidden")
+    refusal.body = '{"kind": "Status", "message": "rolebindings.rbac.authorization.k8s.io is forbidden", "reason": "Forbidden"}'
+    client.fail_creates["RoleBinding/demo-progress"] = refusal
+    job = make_job(resourceVersion="1")
+    b = backend(client, [])
+    assert b.apply(job, decide(job, b.observe(job)[0], T0)) == Applied.DONE
+    assert sorted(c[2] for c in client.calls if c[0] == "create" and c[1] == "Pod") == ["demo-0-0", "demo-0-1"]
+    warnings = [e for e in client.events if e.reason == R.PROGRESS_UNAVAILABLE]
+    assert len(warnings) == 1 and warnings[0].type == "Warning"
+    assert "RoleBinding demo-progress: rolebindings.rbac.authorization.k8s.io is forbidden" in warnings[0].message
+    assert "Lease demo-progress" not in warnings[0].message and "Role demo-progress" not in warnings[0].message
+    # a decision that starts no gang does not say it again
+    job = make_job(status=client.job["status"], resourceVersion=client.job["metadata"]["resourceVersion"])
+    b.apply(job, decide(job, b.observe(job)[0], at(1)))
+    assert len([e for e in client.events if e.reason == R.PROGRESS_UNAVAILABLE]) == 1
+
+
 def test_the_resync_is_never_skipped_for_a_later_wake_up():
     """Repro 6: a job with a 3600 s deadline was not reconciled for 29 minutes."""
     loop = JobLoop("ml", "demo", FakeClient(dict(BASE)), lambda: [])

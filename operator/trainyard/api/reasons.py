@@ -37,6 +37,9 @@ INVALID_POD_TEMPLATE = "InvalidPodTemplate"  # the pod the template makes is ref
 INVALID_CHECKPOINT_CLAIM = "InvalidCheckpointClaim"  # the claim spec.checkpoint makes is refused
 QUOTA_EXCEEDED = "QuotaExceeded"  # a ResourceQuota refuses the pods (or the claim)
 CREATE_REFUSED = "CreateRefused"  # any other refusal: admission (a missing PriorityClass or ServiceAccount), ...
+# The progress Lease, Role or RoleBinding was refused: a Warning event, never a refusal of the job
+# (it trains without progress reports; hang detection falls back to the launcher's watchdog).
+PROGRESS_UNAVAILABLE = "ProgressReportingUnavailable"
 CLAIM_PENDING = "CheckpointClaimPending"  # the checkpoint claim is not bound
 STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"  # still Pending after startupDeadlineSeconds, no other reason
 # Kueue (a job with the kueue.x-k8s.io/queue-name label): the Admitted condition's reasons.

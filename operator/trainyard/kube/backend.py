@@ -19,7 +19,7 @@ from ..api import reasons as R
 from ..api.names import DEFAULT_CLUSTER_DOMAIN, LABEL_QUEUE_NAME, claim_name, service_name, workload_name
 from ..api.progress import rendezvous_annotation
 from ..engine.backend import Applied
-from ..engine.plan import Launch, Plan
+from ..engine.plan import Event, Launch, Plan
 from ..engine.refusals import retry_at
 from ..engine.workers import Child, Refusal, State, Worker
 from ..engine.writes import write_wait
@@ -333,6 +333,7 @@ class KubeBackend:
         # for: the Lease with the Role, then the binding. Not all three together: the operator has no
         # `bind` verb, so the apiserver checks a RoleBinding against the rules of the Role it names,
         # and refuses it (404) while that Role is not there yet.
+        failed: list[str] = []
         for builds in ((progress_lease, progress_role), (progress_role_binding,)):
             todo = [m for build in builds if ((m := build(job))["kind"], -1) not in self.made]
             for manifest, result in zip(todo, self.client.create_each(todo) if todo else [], strict=True):
@@ -346,8 +347,15 @@ class KubeBackend:
                 if err is None:
                     self.made.add(key)
                 else:
-                    self.log.warning("creating %s %s failed (progress reports and hang detection need it): %s",
-                                     manifest["kind"], manifest["metadata"]["name"], _message(err))
+                    failed.append(f"{manifest['kind']} {manifest['metadata']['name']}: {_message(err)}")
+        if failed:
+            # Once per gang start at most: a log line alone is a fault nobody sees.
+            self.log.warning("creating the progress children failed: %s", "; ".join(failed))
+            self.client.post_events(job.metadata, [Event(
+                "Warning", R.PROGRESS_UNAVAILABLE,
+                f"creating {'; '.join(failed)}. The job trains, but without status.progress; hang detection "
+                "(runPolicy.progressDeadlineSeconds) falls back to trainyard-launch's watchdog. Tried again at "
+                "the next gang start.")])
 
     def _publish_rendezvous(self, job: api.DistributedTrainingJob, plan: Plan) -> None:
         """Worker 0's pod IP for the current rendezvous, into the Lease as soon as the pod has one: the
