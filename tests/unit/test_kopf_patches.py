@@ -125,3 +125,51 @@ def test_a_resource_with_change_handlers_keeps_kopfs_own_detection():
     kopf.on.update("pods", registry=registry)(lambda **_: None)
     causes = kopf_patches._detect_causes(**_in_a_loop(lambda: _cause_inputs(registry)))
     assert causes.changing_cause is not None  # kopf's diff ran: only it makes a changing cause
+
+
+def test_the_watch_hands_kopf_lean_objects_before_kopf_holds_them(monkeypatch):
+    """kopf_patches 3.: what kopf's queueing reads from `watching.infinite_watch` is already lean."""
+    from kopf._cogs.clients import watching
+    from kopf._cogs.structs import references
+
+    from trainyard.kube import controller  # noqa: F401 - it gives kopf_patches the operator's projection
+
+    pod = {"metadata": {"name": "p", "uid": "u", "labels": {"trainyard.dev/job-name": "j"},
+                        "managedFields": [{"manager": "trainyard", "fieldsV1": {"f:spec": {}}}]},
+           "spec": {"nodeName": "n", "containers": [{"name": "trainer", "env": [{"name": "X", "value": "1"}]}]},
+           "status": {"phase": "Running"}}
+    job = {"metadata": {"name": "j", "managedFields": [{"manager": "kubectl"}]}, "spec": {"workers": 2}}
+    error = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "metadata": {"managedFields": "kept"}}}
+    streams = {"pods": [{"type": None, "object": pod}, watching.Bookmark.LISTED, error],
+               "distributedtrainingjobs": [{"type": "MODIFIED", "object": job}]}
+
+    async def fake_watch(*, resource, **_):
+        for ev in streams[resource.plural]:
+            yield ev
+
+    monkeypatch.setattr(kopf_patches, "_kopf_infinite_watch", fake_watch)
+    assert kopf_patches.apply()
+
+    async def read(resource):
+        return [ev async for ev in watching.infinite_watch(resource=resource, settings=None, namespace=None)]
+
+    pods = asyncio.run(read(references.Resource(group="", version="v1", plural="pods")))
+    assert pods[0]["object"] == {"metadata": {"name": "p", "uid": "u", "labels": {"trainyard.dev/job-name": "j"}},
+                                 "spec": {"nodeName": "n"}, "status": {"phase": "Running"}}
+    assert pods[1] is watching.Bookmark.LISTED and pods[2] is error and error["object"]["metadata"] == {"managedFields": "kept"}
+    jobs = asyncio.run(read(references.Resource(group="trainyard.dev", version="v1alpha1", plural="distributedtrainingjobs")))
+    assert jobs[0]["object"] == {"metadata": {"name": "j"}, "spec": {"workers": 2}}  # a job keeps its spec
+
+
+def test_kopf_decodes_with_orjson_and_falls_back_to_the_stdlib():
+    import json
+
+    from kopf._cogs.clients import api
+
+    assert kopf_patches.apply()
+    assert api.get is kopf_patches._get and api.json.loads is kopf_patches._loads
+    line = json.dumps({"type": "ADDED", "object": {"metadata": {"name": "p", "labels": {"é": "ü"}},
+                                                   "status": {"phase": "Running", "x": 1.5, "n": None}}})
+    assert api.json.loads(line) == api.json.loads(line.encode()) == json.loads(line)
+    odd = '{"spec": {"n": NaN}}'  # orjson refuses what the stdlib takes
+    assert api.json.loads(odd)["spec"]["n"] != api.json.loads(odd)["spec"]["n"]  # NaN

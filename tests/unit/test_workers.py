@@ -103,3 +103,89 @@ def test_launcher_hung_exit_code():
     w = from_pod(pod("Failed", containers=[{"name": "trainer", "state": {"terminated": {
         "exitCode": 86, "reason": "Error", "message": "Hung: no training progress for 60 s"}}}]))
     assert (w.hung, w.oom, w.message) == (True, False, "Hung: no training progress for 60 s")
+
+
+# -- what the watch keeps of a pod (kube.pods.lean_pod, kopf_patches 3.)
+
+class _Reads(dict):
+    """A dict that records which keys were read."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _full_pod(status: dict) -> dict:
+    """The pod the builder makes, as the apiserver returns it: managedFields, a node, a status."""
+    from trainyard.engine import Launch
+    from trainyard.kube.manifests import worker_pod
+
+    from .conftest import make_job
+    p = worker_pod(make_job(), Launch("demo-0-1", 1, 0, 0))
+    p["metadata"].update(creationTimestamp="2026-01-01T00:00:00Z", uid="u", resourceVersion="7", managedFields=[
+        {"manager": "trainyard", "operation": "Update", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:spec": {"f:containers": {'k:{"name":"trainer"}': {".": {}, "f:env": {}}}}}}])
+    p["spec"]["nodeName"] = "node-a"
+    p["status"] = status
+    return p
+
+
+STATUSES = [
+    pod()["status"],
+    pod(conditions=[{"type": "Ready", "status": "True"}])["status"],
+    pod("Failed", containers=terminated(137, "OOMKilled"))["status"],
+    pod("Succeeded", containers=terminated(0, "Completed"))["status"],
+    pod("Failed", reason="Evicted", message="low on memory")["status"],
+    pod("Pending", containers=[{"name": "trainer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}])["status"],
+    pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}])["status"],
+    {"phase": "Running", "podIP": "10.0.0.9", "conditions": [{"type": "DisruptionTarget", "status": "True",
+                                                               "reason": "DeletionByTaintManager"}]},
+]
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_a_lean_pod_is_the_same_worker_and_a_fraction_of_the_pod(status):
+    import copy
+    import json
+
+    from trainyard.kube.pods import lean_pod
+    full = _full_pod(status)
+    lean = lean_pod(copy.deepcopy(full))
+    assert from_pod(lean) == from_pod(full) is not None
+    assert lean["spec"] == {"nodeName": "node-a"} and "managedFields" not in lean["metadata"]
+    assert lean["metadata"]["labels"] == full["metadata"]["labels"] and lean["status"] == full["status"]
+    assert len(json.dumps(lean)) < len(json.dumps(full)) / 2
+
+
+def test_from_pod_reads_of_the_spec_only_what_the_lean_pod_keeps():
+    from trainyard.kube.pods import POD_SPEC_READ
+    for status in STATUSES:
+        p = _full_pod(status)
+        p["spec"] = _Reads(p["spec"])
+        from_pod(p)
+        assert p["spec"].read <= set(POD_SPEC_READ), p["spec"].read
+
+
+def test_a_lean_node_is_the_same_node_state():
+    import copy
+
+    from trainyard.kube.nodes import lean_node, node_state
+    node = {"metadata": {"name": "n", "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"podCIDR": "10.0.0.0/24"},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:05:00Z"}],
+                       "images": [{"names": [f"registry/img{i}@sha256:{'0' * 64}"], "sizeBytes": i} for i in range(50)]}}
+    lean = lean_node(copy.deepcopy(node))
+    assert node_state(lean) == node_state(node) and "images" not in lean["status"]
+    assert "managedFields" not in lean["metadata"]
+    watched = copy.deepcopy(node)
+    watched["status"] = _Reads(watched["status"])
+    node_state(watched)
+    assert watched["status"].read <= {"conditions"}

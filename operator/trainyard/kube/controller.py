@@ -24,14 +24,26 @@ from . import kopf_patches, kueue, metrics
 from .client import KubeClient, load_config
 from .leases import from_lease
 from .loop import Loops
-from .nodes import node_state
-from .pods import from_pod
+from .nodes import lean_node, node_state
+from .pods import from_pod, lean_meta, lean_pod
 
-kopf_patches.apply()  # before kopf starts: its start-up wake-ups are O(objects^2) otherwise
+
+def _lean(group: str, plural: str, obj: dict[str, Any]) -> None:
+    """What the operator holds of each watched object (kopf_patches 3.)."""
+    if group == "" and plural == "pods":
+        lean_pod(obj)
+    elif group == "" and plural == "nodes":
+        lean_node(obj)
+    else:
+        lean_meta(obj)
+
+
+kopf_patches.apply(lean=_lean)  # before kopf starts (O(objects^2) start-up, copies, whole bodies, JSON)
 
 # Reconciles run in threads (the official client is synchronous); the default pool of
 # min(32, cpus + 4) threads would queue the jobs of a burst behind a handful of them.
 RECONCILE_THREADS = 32
+LIST_PAGE = 500  # kubectl's default page
 
 
 @kopf.on.startup()
@@ -45,6 +57,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, worker_pod
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
+    # Lists in pages: kopf holds a whole list's JSON and its parse at once otherwise. An operator
+    # restart with 16,000 pods Running peaked at 1,123 MB; paged, with lean objects, 556 MB.
+    settings.watching.chunk_size = LIST_PAGE
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="trainyard-reconcile"))
     if "loops" not in memo:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .pods import _ts
+from .pods import _ts, lean_meta
 
 
 @dataclass(frozen=True)
@@ -22,3 +22,13 @@ def node_state(node: dict[str, Any]) -> NodeState:
     if cond is None:
         return NodeState(False, _ts((node.get("metadata") or {}).get("creationTimestamp")))
     return NodeState(cond.get("status") == "True", _ts(cond.get("lastTransitionTime")))
+
+
+def lean_node(node: dict[str, Any]) -> dict[str, Any]:
+    """The node as the operator holds it, in place: what node_state reads (a real node's status
+    also lists every image it holds, kilobytes each)."""
+    lean_meta(node)
+    status = node.get("status")
+    if isinstance(status, dict):
+        node["status"] = {"conditions": status.get("conditions") or []}
+    return node

@@ -31,6 +31,30 @@ _DISRUPTION_CONDITION_REASONS = {
 
 
 
+# What from_pod reads of a pod's spec: the watch keeps only this (lean_pod).
+POD_SPEC_READ = ("nodeName",)
+
+
+def lean_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod as the operator holds it, in place: no managedFields and of the spec only what
+    from_pod reads. A worker pod is 32 KB parsed, 5.5 KB lean; kopf holds every listed pod's
+    body until all are indexed, so an operator restart with 40,000 pods held 2.4 GB."""
+    lean_meta(pod)
+    spec = pod.get("spec")
+    if isinstance(spec, dict):
+        pod["spec"] = {k: spec[k] for k in POD_SPEC_READ if k in spec}
+    return pod
+
+
+def lean_meta(obj: dict[str, Any]) -> dict[str, Any]:
+    """Any watched object, in place, without its managedFields (the apiserver's field ownership,
+    which nothing in the operator reads: about half of a pod's parsed body)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
 def _ts(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
