@@ -173,3 +173,17 @@ def test_kopf_decodes_with_orjson_and_falls_back_to_the_stdlib():
     assert api.json.loads(line) == api.json.loads(line.encode()) == json.loads(line)
     odd = '{"spec": {"n": NaN}}'  # orjson refuses what the stdlib takes
     assert api.json.loads(odd)["spec"]["n"] != api.json.loads(odd)["spec"]["n"]  # NaN
+
+
+def test_the_operator_freezes_what_its_imports_made_and_collects_young_objects_less_often():
+    import gc
+
+    from trainyard.cli.serve import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from pathlib import Path
@@ -10,6 +11,19 @@ from pathlib import Path
 import typer
 
 from ..api.names import DEFAULT_CLUSTER_DOMAIN, parse_cluster_domain
+
+# The operator's heap is long-lived and mostly acyclic (kopf's memory of each object, the pod index,
+# the jobs' loops): with CPython's default thresholds (700, 10, 10) a full collection ran each time
+# it grew by a quarter, and collections took 23 % of the operator's CPU through P2's burst and 30 % of
+# a restart with 4,000 pods (1.87 s of 6.2 s; 0.71 s with these). Young collections every 10,000
+# allocations instead of 700; the older generations as before.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    gc.collect()
+    gc.freeze()  # what the imports made: never garbage, never scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def crd() -> None:
@@ -54,6 +68,7 @@ def operator(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     memo = kopf.Memo(kubeconfig=str(kubeconfig) if kubeconfig else None, metrics_port=metrics_port,
                      cluster_domain=domain)
+    tune_gc()
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=not namespace,
