@@ -161,3 +161,19 @@ def test_a_foreign_object_with_the_jobs_pod_name_is_named(kube, ns, operator):
     kube.core.delete_namespaced_pod("taken-0-1", ns, grace_period_seconds=0)
     status = kube.wait_phase(ns, "taken", "Running", 90)
     assert status["attempt"] == 0
+
+
+def test_a_refused_progress_child_is_a_warning_event_and_the_job_still_runs(kube, ns, operator):
+    """Someone else's RoleBinding holds the progress name: the job runs, and `kubectl describe` says why
+    it reports no progress."""
+    rbac = client.RbacAuthorizationV1Api(kube.api_client)
+    rbac.create_namespaced_role_binding(ns, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "nobind-progress"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]})
+    kube.create_job(ns, job_manifest("nobind", workers=2))
+    kube.wait_phase(ns, "nobind", "Running", 90)
+    warning = wait_for(lambda: next((m for r, m in kube.events(ns, "nobind") if r == "ProgressReportingUnavailable"),
+                                    None), 30, "the ProgressReportingUnavailable event")
+    assert "RoleBinding nobind-progress" in warning and "does not belong to this job" in warning
+    assert "Lease nobind-progress" not in warning and "Role nobind-progress:" not in warning

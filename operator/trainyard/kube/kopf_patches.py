@@ -119,9 +119,6 @@ def _loads(doc: str | bytes) -> Any:
         return json.loads(doc)
 
 
-_kopf_get = api.get
-
-
 async def _get(url: str, *, settings: Any, payload: object | None = None, headers: dict[str, str] | None = None,
                timeout: Any = None, logger: Any) -> Any:
     """kopf's api.get, decoding with orjson."""
@@ -136,7 +133,7 @@ def apply(lean: Callable[[str, str, dict[str, Any]], None] | None = None) -> boo
     written for; True if patched. `lean` (kept until given again): what the watch keeps of each object."""
     installed = version("kopf")
     if installed != PATCHED_KOPF:
-        log.warning("kopf %s is not %s: its ToggleSet is not patched (operator start-up may be slow with "
+        log.warning("kopf %s is not %s: none of its fixes is applied (start-up may be slow, memory high, with "
                     "many pods; see trainyard.kube.kopf_patches)", installed, PATCHED_KOPF)
         return False
     aiotoggles.ToggleSet.make_toggle = _make_toggle  # type: ignore[method-assign]
