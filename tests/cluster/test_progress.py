@@ -87,8 +87,10 @@ def test_the_operator_makes_the_lease_and_lets_the_workers_service_account_patch
     mine.patch({contract.ANNOTATION_PROGRESS: json.dumps({"attempt": 0, "step": 1, "time": "2026-01-01T00:00:00Z"})},
                holder="lz-0-0", renew=True)
     assert mine.annotations()[contract.ANNOTATION_PROGRESS].startswith('{"attempt": 0')
-    with pytest.raises(LeaseError, match="403"):
+    with pytest.raises(LeaseError, match="403") as refused:
         trainer_lease(ns, "lz", lease="kube-controller-manager").patch({"x": "y"})
+    # what a launcher sees before the operator made its job's Lease and RoleBinding: "not yet"
+    assert refused.value.status == 403 and refused.value.not_made_yet
     # worker 0's pod IP for this rendezvous, published by the operator (kwok gives fake pods one)
     ip = wait_for(lambda: kube.core.read_namespaced_pod("lz-0-0", ns).status.pod_ip, 30, "worker 0's pod IP")
     published = wait_for(lambda: (lease_of(kube, ns, "lz-progress")["metadata"].get("annotations") or {}).get(

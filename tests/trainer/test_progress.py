@@ -13,7 +13,7 @@ import time
 
 import pytest
 from trainyard_trainer import contract, heartbeat
-from trainyard_trainer.lease import LeaseClient, LeaseDir
+from trainyard_trainer.lease import LeaseClient, LeaseDir, LeaseError
 from trainyard_trainer.progress import (
     CHECKPOINT_RE,
     DONE_RE,
@@ -152,14 +152,15 @@ def test_the_heartbeat_says_starting_until_the_first_step(monkeypatch, tmp_path)
 class Recorder:
     """A Lease that records what is patched into it (a real one: tests/cluster/test_progress.py)."""
 
-    def __init__(self, fail: int = 0):
+    def __init__(self, fail: int = 0, error: Exception | None = None):
         self.patches: list[dict] = []
         self.fail = fail
+        self.error = error or OSError("apiserver unreachable")
 
     def patch(self, annotations, *, holder=None, renew=False):
         if self.fail:
             self.fail -= 1
-            raise OSError("apiserver unreachable")
+            raise self.error
         self.patches.append({k: json.loads(v) for k, v in annotations.items()})
 
     def close(self):
@@ -201,6 +202,40 @@ def test_a_report_never_raises_and_a_failed_send_is_said_once_and_retried():
     r.close()
     assert r.failures == 3 and err.getvalue().count("progress report failed") == 1
     assert "loss" not in lease.docs()[-1] and lease.docs()[-1]["step"] == 2
+
+
+def test_a_lease_not_made_yet_is_waited_for_quietly_not_for_a_whole_interval():
+    """The operator makes the Lease once worker 0 has its pod IP, about when rank 0 starts: a 404
+    (or a 403 before the RoleBinding) is not a fault to print, and the start is sent within seconds."""
+    lease = Recorder(fail=2, error=LeaseError("PATCH /apis/...: 404 Not Found: leases \"x\" not found", 404))
+    err = io.StringIO()
+    r = Reporter(lease, interval=3600, stream=err)
+    r.start(0)
+    wait_for(lambda: lease.patches, 10, "the start report, once the Lease is there")
+    r.close()
+    assert r.failures == 2 and err.getvalue() == ""
+    # any other failure is said, and waits the interval (a failed start is not sent again at once)
+    lease = Recorder(fail=1, error=LeaseError("PATCH /apis/...: 500 Internal Server Error: etcd", 500))
+    r = Reporter(lease, interval=3600, stream=err)
+    r.start(0)
+    wait_for(lambda: r.failures == 1, 10, "the failed send")
+    time.sleep(0.2)
+    assert lease.patches == [] and r.failures == 1 and "progress report failed" in err.getvalue()
+    r.close()
+
+
+def test_the_launchers_start_note_waits_for_the_lease():
+    from trainyard_trainer.launch import LaunchConfig, Launcher
+
+    env = {"PET_RDZV_ENDPOINT": "demo-0-0.demo.ml.svc.cluster.local.:29400", "PET_RDZV_ID": "uid-x-0",
+           "TRAINYARD_WORKER_INDEX": "0", "TRAINYARD_ATTEMPT": "0"}
+    launcher = Launcher(LaunchConfig.from_env(["t.py"], env), env)
+    launcher._lease_obj = lease = Recorder(fail=2, error=LeaseError("PATCH: 403 Forbidden: cannot patch", 403))
+    launcher._announce_start()
+    assert lease.fail == 0 and [set(p) for p in lease.patches] == [{contract.ANNOTATION_LAUNCHER}]
+    launcher._lease_obj = lease = Recorder(fail=1, error=LeaseError("PATCH: 422 Unprocessable Entity", 422))
+    launcher._announce_start()  # not "not yet": said, not tried again
+    assert lease.patches == []
 
 
 def test_a_stuck_apiserver_never_blocks_a_step(tmp_path):

@@ -567,10 +567,21 @@ class Launcher:
         if lease is None or self.cfg.attempt is None:
             return
         doc = json.dumps({"attempt": self.cfg.attempt, "time": micro_time()}, separators=(",", ":"))
-        try:
-            lease.patch({ANNOTATION_LAUNCHER: doc})
-        except Exception as e:  # noqa: BLE001 - never a reason not to train
-            _say(f"could not note the start in the job's Lease: {e}")
+        from .lease import LEASE_WAIT_SECONDS
+
+        # The operator makes the Lease once worker 0 (this pod) has its IP, about when this runs:
+        # a 404 (or a 403 before its RoleBinding) is "not yet", tried again for LEASE_WAIT_SECONDS.
+        deadline, pause = time.monotonic() + LEASE_WAIT_SECONDS, 0.25
+        while True:
+            try:
+                lease.patch({ANNOTATION_LAUNCHER: doc})
+                return
+            except Exception as e:  # noqa: BLE001 - never a reason not to train
+                if not getattr(e, "not_made_yet", False) or time.monotonic() + pause > deadline:
+                    _say(f"could not note the start in the job's Lease: {e}")
+                    return
+            time.sleep(pause)
+            pause = min(2.0, pause * 2)
 
     def _use_endpoint(self, address: str) -> None:
         host = f"[{address}]" if ":" in address else address
@@ -591,6 +602,8 @@ class Launcher:
             raw = lease.annotations().get(ANNOTATION_RENDEZVOUS)
             doc = json.loads(raw) if raw else None
         except Exception as e:  # noqa: BLE001 - DNS remains
+            if getattr(e, "not_made_yet", False):
+                return None  # the operator makes it with worker 0's IP in it: read again in a second
             if not getattr(self, "_lease_warned", False):
                 self._lease_warned = True
                 _say(f"cannot read the job's Lease (waiting for DNS instead): {e}")

@@ -34,8 +34,23 @@ ENV_SERVICE_ACCOUNT_DIR = "TRAINYARD_SERVICE_ACCOUNT_DIR"
 REQUEST_TIMEOUT_SECONDS = 5.0
 
 
+# How long a worker treats the Lease as not made yet (404, or 403 before its RoleBinding): the
+# operator makes it once worker 0 has its pod IP, which is about when the trainers start.
+LEASE_WAIT_SECONDS = 60.0
+
+
 class LeaseError(Exception):
-    """A request to the Lease failed; the message says how (the apiserver's own words when it answered)."""
+    """A request to the Lease failed; the message says how (the apiserver's own words when it answered)
+    and ``status`` the HTTP status, if the apiserver answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def not_made_yet(self) -> bool:
+        """The Lease, or the RoleBinding that lets this pod read it, is not there (yet)."""
+        return self.status in (403, 404)
 
 
 def micro_time(t: float | None = None) -> str:
@@ -113,7 +128,7 @@ class LeaseClient:
                 message = json.loads(data)["message"]
             except (ValueError, KeyError, TypeError):
                 message = data[:200].decode(errors="replace")
-            raise LeaseError(f"{method} {self.path}: {resp.status} {resp.reason}: {message}")
+            raise LeaseError(f"{method} {self.path}: {resp.status} {resp.reason}: {message}", resp.status)
         try:
             return json.loads(data)
         except ValueError:

@@ -55,6 +55,7 @@ from .contract import (
     MAX_PROGRESS_METRICS,
     PROGRESS_INTERVAL_SECONDS,
 )
+from .lease import LEASE_WAIT_SECONDS
 
 PREFIX = "[trainyard]"
 
@@ -164,6 +165,8 @@ class Reporter:
         self._flushing = False
         self._thread: threading.Thread | None = None
         self._failed = False  # the last send failed (said once per failure streak)
+        self._retrying = False  # the last send failed: the next waits for _next_send, even a start's
+        self._born = time.monotonic()
         self.sends = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -243,7 +246,8 @@ class Reporter:
             if pending is not None and pending is not self._sent:
                 delay = self._next_send - time.monotonic()
                 # a start, or the first step after one, is sent at once: the startup budget begins or ends
-                if delay <= 0 or self._flushing or self._sent is None or pending.training != self._sent.training:
+                at_once = not self._retrying and (self._sent is None or pending.training != self._sent.training)
+                if delay <= 0 or self._flushing or at_once:
                     self._send(pending)
                     continue
                 self._wake.wait(delay)
@@ -292,6 +296,12 @@ class Reporter:
         except Exception as e:  # noqa: BLE001 - nothing a report does may break training
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
+            self._retrying = True
+            if (self.sends == 0 and getattr(e, "not_made_yet", False)
+                    and time.monotonic() - self._born < LEASE_WAIT_SECONDS and not (self._flushing or self._closing)):
+                # The operator makes the Lease once worker 0 has its pod IP: soon, and not a fault.
+                self._next_send = time.monotonic() + min(1.0, self.interval)
+                return
             if not self._failed:
                 self._failed = True
                 with contextlib.suppress(Exception):
@@ -300,7 +310,7 @@ class Reporter:
             if self._flushing or self._closing:
                 self._sent = snap  # do not spin on a flush that cannot succeed
             return
-        self._failed = False
+        self._failed = self._retrying = False
         self.sends += 1
         self._sent = snap
         if snap.training:
