@@ -21,6 +21,7 @@ class FakeClient:
         self.calls: list[tuple] = []
         self.fail_creates: dict[str, Exception] = {}
         self.created: dict[str, dict[str, Any]] = {}  # by name: what create was given
+        self.made: list[dict[str, Any]] = []  # every manifest create was given, in order
         self.exists: set[tuple[str, str]] = set()  # (kind, name) of what was created
         self.conflicts = 0  # the next N status writes answer 409
         self.events: list[Any] = []  # what post_events was given
@@ -52,6 +53,7 @@ class FakeClient:
         name = manifest["metadata"]["name"]
         self._log("create", manifest["kind"], name)
         self.created[name] = manifest
+        self.made.append(manifest)
         refusal = self.fail_creates.get(f"{manifest['kind']}/{name}") or self.fail_creates.get(name)
         if refusal is not None:  # keyed by name, or by kind/name (a job's progress children share its name)
             raise refusal

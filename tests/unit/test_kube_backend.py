@@ -12,6 +12,7 @@ from trainyard.api import reasons as R
 from trainyard.engine import Applied, decide
 from trainyard.engine.workers import State
 from trainyard.kube.backend import KubeBackend
+from trainyard.kube.leases import LeaseState
 from trainyard.kube.loop import RESYNC_SECONDS, JobLoop, Loops
 
 from .conftest import BASE, T0, UID, at, make_job, merge, wk
@@ -35,14 +36,8 @@ def test_a_gang_restart_deletes_the_old_gang_before_creating_the_new_one_and_pos
     verbs = client.verbs()
     assert verbs.index("delete") < min(i for i, v in enumerate(verbs) if v == "create")
     assert verbs.index("patch_status") < verbs.index("event")
-    # the progress Lease, Role and RoleBinding come last: never in the way of the decision's own writes
-    first_progress = next(i for i, c in enumerate(client.calls) if c[0] == "create" and c[2] == "demo-progress")
-    assert max(i for i, v in enumerate(verbs) if v == "event") < first_progress
-    assert sorted(c[2] for c in client.calls if c[0] == "create" and c[1] in ("Pod", "Service")) == [
+    assert sorted(c[2] for c in client.calls if c[0] == "create") == [
         "demo", "demo-1-0", "demo-1-1"]  # and the Service
-    # and the progress Lease, with the Role and RoleBinding that let the workers' ServiceAccount patch it
-    assert sorted(c[1] for c in client.calls if c[0] == "create" and c[2] == "demo-progress") == [
-        "Lease", "Role", "RoleBinding"]
     assert client.job["status"]["attempt"] == 1
 
 
@@ -66,8 +61,8 @@ def test_a_refused_creation_is_not_counted_as_created_and_becomes_status():
     assert "pod demo-0-1 (worker 1)" in created["message"] and "exceeded quota" in created["message"]
     assert st["members"] == [{"attempt": 0, "indexes": "1", "created": False},
                              {"attempt": 0, "indexes": "0", "created": True}]
-    # the Service, two pods: once each, the retry waits its backoff (and the progress Lease, Role, RoleBinding)
-    assert client.verbs().count("create") == 6
+    # the Service, two pods: once each, the retry waits its backoff
+    assert client.verbs().count("create") == 3
     assert client.verbs().count("patch_status") == 1 and ("event", R.QUOTA_EXCEEDED) in client.calls
 
 
@@ -127,8 +122,60 @@ def test_decisions_are_the_same_through_the_backend_as_through_the_engine():
     b = backend(client, [])
     plan = decide(job, b.observe(job)[0], T0)
     b.apply(job, plan)
-    assert sorted(c[2] for c in client.calls if c[0] == "create") == [
-        "demo", "demo-0-0", "demo-0-1", "demo-progress", "demo-progress", "demo-progress"]
+    assert sorted(c[2] for c in client.calls if c[0] == "create") == ["demo", "demo-0-0", "demo-0-1"]
+
+
+def _next(b: KubeBackend, client: FakeClient, seconds: float) -> None:
+    """One more decision, on the job as the last status write left it."""
+    job = make_job(status=client.job.get("status"), resourceVersion=client.job["metadata"]["resourceVersion"])
+    b.apply(job, decide(job, b.observe(job)[0], at(seconds)))
+
+
+def _progress_writes(client: FakeClient) -> list[tuple]:
+    return [c for c in client.calls if (c[0] == "create" and c[2] == "demo-progress") or c[0] == "patch_lease"]
+
+
+@pytest.mark.usefixtures("first_write_at_once")
+def test_the_progress_lease_is_made_once_worker_0_has_its_ip_with_that_ip_in_it():
+    """Not at the gang's start (in a burst their three creations held back every job's pods), and
+    one write fewer: the Lease carries the rendezvous address it would otherwise be patched with."""
+    client, pods, leases = FakeClient(dict(BASE)), [], []
+    b = KubeBackend(client, lambda: [(UID, w) for w in pods], leases=lambda: list(leases))
+    job = make_job(resourceVersion="1")
+    b.apply(job, decide(job, b.observe(job)[0], T0))
+    assert _progress_writes(client) == []  # the gang is created; no trainer of it runs yet
+    pods[:] = [wk(0, state=State.PENDING), wk(1)]  # worker 0 scheduled, no address yet
+    _next(b, client, 1)
+    assert _progress_writes(client) == []
+    pods[:] = [wk(0, address="10.244.0.7"), wk(1, address="10.244.0.8")]
+    _next(b, client, 2)
+    assert [c[1] for c in _progress_writes(client)] == ["Lease", "Role", "RoleBinding"]
+    made = [m for m in client.made if m["kind"] == "Lease"]
+    assert made[0]["metadata"]["annotations"] == {"trainyard.dev/rendezvous": '{"attempt":0,"ip":"10.244.0.7"}'}
+    # the watch has not shown the Lease yet: nothing again, and no patch of what the Lease says already
+    _next(b, client, 3)
+    leases.append((UID, LeaseState("demo-progress", rendezvous=(0, "10.244.0.7"))))
+    _next(b, client, 4)
+    assert len(_progress_writes(client)) == 3
+    # a new operator process, the Lease in its index: nothing made again
+    b2 = KubeBackend(client, lambda: [(UID, w) for w in pods], leases=lambda: list(leases))
+    _next(b2, client, 5)
+    assert len(_progress_writes(client)) == 3
+
+
+@pytest.mark.usefixtures("first_write_at_once")
+def test_a_new_gang_patches_its_worker_0s_ip_into_the_lease_once():
+    client = FakeClient(merge(BASE, {"status": RUNNING}))
+    leases = [(UID, LeaseState("demo-progress", rendezvous=(0, "10.244.0.7")))]
+    pods = [wk(0, address="10.244.0.7"), wk(1, state=State.FAILED, exit_code=1, address="10.244.0.8")]
+    b = KubeBackend(client, lambda: [(UID, w) for w in pods], leases=lambda: list(leases))
+    _next(b, client, 5)  # the gang restarts
+    assert client.job["status"]["rendezvousAttempt"] == 1 and _progress_writes(client) == []
+    pods[:] = [wk(0, attempt=1, address="10.244.0.9"), wk(1, attempt=1, state=State.PENDING)]
+    _next(b, client, 6)
+    _next(b, client, 7)
+    assert _progress_writes(client) == [("patch_lease", "demo-progress",
+                                         {"trainyard.dev/rendezvous": '{"attempt":1,"ip":"10.244.0.9"}'})]
 
 
 @pytest.mark.usefixtures("first_write_at_once")
@@ -138,16 +185,18 @@ def test_a_refused_progress_child_is_a_warning_event_on_the_job_which_still_star
     refusal.body = '{"kind": "Status", "message": "rolebindings.rbac.authorization.k8s.io is forbidden", "reason": "Forbidden"}'
     client.fail_creates["RoleBinding/demo-progress"] = refusal
     job = make_job(resourceVersion="1")
-    b = backend(client, [])
+    pods: list = []
+    b = backend(client, pods)
     assert b.apply(job, decide(job, b.observe(job)[0], T0)) == Applied.DONE
     assert sorted(c[2] for c in client.calls if c[0] == "create" and c[1] == "Pod") == ["demo-0-0", "demo-0-1"]
+    pods[:] = [wk(0, address="10.244.0.7"), wk(1, address="10.244.0.8")]
+    _next(b, client, 1)
     warnings = [e for e in client.events if e.reason == R.PROGRESS_UNAVAILABLE]
     assert len(warnings) == 1 and warnings[0].type == "Warning"
     assert "RoleBinding demo-progress: rolebindings.rbac.authorization.k8s.io is forbidden" in warnings[0].message
     assert "Lease demo-progress" not in warnings[0].message and "Role demo-progress" not in warnings[0].message
     # a decision that starts no gang does not say it again
-    job = make_job(status=client.job["status"], resourceVersion=client.job["metadata"]["resourceVersion"])
-    b.apply(job, decide(job, b.observe(job)[0], at(1)))
+    _next(b, client, 2)
     assert len([e for e in client.events if e.reason == R.PROGRESS_UNAVAILABLE]) == 1
 
 

@@ -155,7 +155,8 @@ def test_a_gang_slower_than_the_window_shows_pending_then_its_counts_at_the_inte
 def test_the_happy_path_costs_the_children_two_status_writes_and_two_events():
     """Create to Succeeded: the Service, one pod per worker, the status when Running and when
     Succeeded, and an event for each (the budget the bench's P2 counts at the apiserver). Progress
-    reporting's Lease, Role and RoleBinding are counted apart (docs/progress.md)."""
+    reporting's Lease, Role and RoleBinding are counted apart (docs/progress.md): made once worker 0
+    runs, with its IP in the Lease (no patch of it)."""
     client, clock, pods = FakeClient(merge(BASE, {"spec": {"workers": 8}})), Clock(), []
     loop = loop_with(client, pods, clock)
     loop.reconcile()
@@ -164,7 +165,8 @@ def test_the_happy_path_costs_the_children_two_status_writes_and_two_events():
     for later, states in ((0.5, [State.PENDING] * 8), (0.5, [State.RUNNING] * 3 + [State.PENDING] * 5),
                           (0.5, [State.RUNNING] * 8), (600, [State.SUCCEEDED] * 2 + [State.RUNNING] * 6),
                           (1.0, [State.SUCCEEDED] * 8)):
-        pods[:] = [now_wk(j, state=s, exit_code=0 if s == State.SUCCEEDED else None) for j, s in enumerate(states)]
+        pods[:] = [now_wk(j, state=s, exit_code=0 if s == State.SUCCEEDED else None,
+                          address="" if s == State.PENDING else f"10.244.0.{j}") for j, s in enumerate(states)]
         clock.now += later
         loop.reconcile()
     assert client.job["status"]["phase"] == "Succeeded"

@@ -83,6 +83,8 @@ class KubeBackend:
         self._workload_sent: str | None = None  # the Workload we created, until the index shows it
         self._flavors: dict[str, dict[str, Any]] = {}
         self._published: set[tuple[int, str]] = set()  # (rendezvous attempt, IP) written into the Lease
+        self._progress_tried: int | None = None  # the rendezvous attempt whose gang the progress children were tried for
+        self._progress_missing: set[str] = set()  # the progress kinds the last try could not make
 
     # -- observe
     def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -241,8 +243,7 @@ class KubeBackend:
 
         refused = self._create(job, plan)
         if refused:
-            if plan.ensure_children:  # a gang starts, held back by a refusal: the next decision may not say so
-                self._progress_children(job)
+            self._progress(job, plan)
             return Applied.DECIDE_AGAIN
 
         new_status = status_body(plan.status)
@@ -268,9 +269,7 @@ class KubeBackend:
             client.delete_job(meta.namespace, meta.name)
         self.expectations.forget_before(plan.status.rendezvous_attempt)
         # Progress reporting, after the status: never in the way of a decision's own writes.
-        if plan.ensure_children:
-            self._progress_children(job)
-        self._publish_rendezvous(job, plan)
+        self._progress(job, plan)
         return outcome
 
     def status_due_in(self) -> float | None:
@@ -321,23 +320,42 @@ class KubeBackend:
         return any_refused
 
     # -- progress reports (the job's Lease; kube.leases, api.contract): best effort, never a refusal
-    def _progress_children(self, job: api.DistributedTrainingJob) -> None:
-        """The Lease, and the Role and RoleBinding that let the job's ServiceAccount get and patch it,
-        at a gang's start (every gang's workers report into the same Lease): made once, and again
-        only when the Lease is not to be seen (someone deleted it, or an operator before this one
-        made none). A refusal is a warning: without them the job still trains, the engine judges no
-        hang (it sees no report of the gang) and trainyard-launch's watchdog remains."""
-        if self._lease(job) is None:
-            self.made = {k for k in self.made if k[0] not in PROGRESS_KINDS}
-        # Two round trips instead of three on the reconcile thread, which a burst of new jobs waits
-        # for: the Lease with the Role, then the binding. Not all three together: the operator has no
-        # `bind` verb, so the apiserver checks a RoleBinding against the rules of the Role it names,
-        # and refuses it (404) while that Role is not there yet.
+    def _progress(self, job: api.DistributedTrainingJob, plan: Plan) -> None:
+        """The job's Lease (with its Role and RoleBinding) once the gang's worker 0 has its pod IP,
+        made with that IP in it; after that, worker 0's IP of each new gang, one patch per gang.
+
+        Not at the gang's start: in a burst of new jobs, three creations per job next to the pods'
+        own delayed every job's pods (P2, 500 jobs x 8: 2,000 progress writes in the 24 s it took to
+        create 4,000 pods). Until worker 0 has an address no trainer of the gang runs, so none can
+        report; the launchers wait for the Lease (trainyard_trainer.launch) and the first patch of
+        the rendezvous address is saved."""
+        attempt = plan.status.rendezvous_attempt
+        host = next((w for _, w in self.indexed()
+                     if w.index == 0 and w.attempt == attempt and w.address and w.active), None)
+        if host is None:
+            return
+        lease = self._lease(job)
+        if (lease is None or self._progress_missing) and self._progress_tried != attempt:
+            self._progress_tried = attempt
+            self._progress_children(job, lease is not None, attempt, host.address)
+        elif lease is not None:
+            self._publish_rendezvous(job, lease, attempt, host.address)
+
+    def _progress_children(self, job: api.DistributedTrainingJob, lease_seen: bool, attempt: int, address: str) -> None:
+        """The Lease, and the Role and RoleBinding that let the job's ServiceAccount get and patch it:
+        once per gang at most, all three while the Lease is not to be seen (someone deleted it, or no
+        operator made it yet), else what the last try could not make. A refusal is a warning: without
+        them the job still trains, the engine judges no hang (it sees no report of the gang) and
+        trainyard-launch's watchdog remains."""
+        kinds = set(self._progress_missing) if lease_seen else set(PROGRESS_KINDS)
+        # Two round trips, not three: the Lease with the Role, then the binding. Not all three
+        # together: the operator has no `bind` verb, so the apiserver checks a RoleBinding against
+        # the rules of the Role it names, and refuses it (404) while that Role is not there yet.
+        lease = progress_lease(job, rendezvous=(attempt, address))
         failed: list[str] = []
-        for builds in ((progress_lease, progress_role), (progress_role_binding,)):
-            todo = [m for build in builds if ((m := build(job))["kind"], -1) not in self.made]
+        for manifests in ((lease, progress_role(job)), (progress_role_binding(job),)):
+            todo = [m for m in manifests if m["kind"] in kinds]
             for manifest, result in zip(todo, self.client.create_each(todo) if todo else [], strict=True):
-                key = (manifest["kind"], -1)
                 err = result if isinstance(result, BaseException) else None
                 if result is False:
                     try:
@@ -345,11 +363,14 @@ class KubeBackend:
                     except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
                         err = e
                 if err is None:
-                    self.made.add(key)
+                    kinds.discard(manifest["kind"])
+                    if manifest is lease and result is not False:
+                        self._published.add((attempt, address))
                 else:
                     failed.append(f"{manifest['kind']} {manifest['metadata']['name']}: {_message(err)}")
+        self._progress_missing = kinds
         if failed:
-            # Once per gang start at most: a log line alone is a fault nobody sees.
+            # Once per gang at most: a log line alone is a fault nobody sees.
             self.log.warning("creating the progress children failed: %s", "; ".join(failed))
             self.client.post_events(job.metadata, [Event(
                 "Warning", R.PROGRESS_UNAVAILABLE,
@@ -357,22 +378,18 @@ class KubeBackend:
                 "(runPolicy.progressDeadlineSeconds) falls back to trainyard-launch's watchdog. Tried again at "
                 "the next gang start.")])
 
-    def _publish_rendezvous(self, job: api.DistributedTrainingJob, plan: Plan) -> None:
+    def _publish_rendezvous(self, job: api.DistributedTrainingJob, lease: LeaseState, attempt: int,
+                            address: str) -> None:
         """Worker 0's pod IP for the current rendezvous, into the Lease as soon as the pod has one: the
         other workers' launchers read it while the cluster DNS still answers (and caches) "no such
-        name" for worker 0. One patch per gang."""
-        lease = self._lease(job)
-        attempt = plan.status.rendezvous_attempt
-        if lease is None or (lease.rendezvous is not None and lease.rendezvous[0] == attempt):
-            return
-        host = next((w for _, w in self.indexed() if w.index == 0 and w.attempt == attempt and w.address), None)
-        if host is None or (attempt, host.address) in self._published:
+        name" for worker 0. One patch per gang (none for the gang the Lease was made for)."""
+        if (lease.rendezvous is not None and lease.rendezvous[0] == attempt) or (attempt, address) in self._published:
             return
         try:
             self.client.patch_lease_annotations(job.metadata.namespace, lease.name,
                                                 {contract.ANNOTATION_RENDEZVOUS: rendezvous_annotation(attempt,
-                                                                                                       host.address)})
-            self._published.add((attempt, host.address))
+                                                                                                       address)})
+            self._published.add((attempt, address))
         except Exception as e:  # noqa: BLE001 - the workers wait for DNS instead
             self.log.warning("publishing worker 0's address in Lease %s failed: %s", lease.name, _message(e))
 

@@ -25,6 +25,7 @@ from ..api.names import (
     worker_name,
     workload_name,
 )
+from ..api.progress import rendezvous_annotation
 from ..api.spec import Runtime
 from ..engine.admission import Placement
 from ..engine.env import LAUNCHER_BACKSTOP_SECONDS, worker_env
@@ -79,13 +80,17 @@ def service_account_of(job: DistributedTrainingJob) -> str:
     return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
 
 
-def progress_lease(job: DistributedTrainingJob) -> dict[str, Any]:
+def progress_lease(job: DistributedTrainingJob, rendezvous: tuple[int, str] | None = None) -> dict[str, Any]:
     """The Lease rank 0 renews with its progress (annotations; api.contract), worker 0's launcher
-    notes its start in, and the operator publishes worker 0's pod IP in."""
+    notes its start in, and the operator publishes worker 0's pod IP in: `rendezvous` (attempt, IP)
+    is made with it."""
+    meta = _progress_metadata(job)
+    if rendezvous is not None:
+        meta["annotations"] = {contract.ANNOTATION_RENDEZVOUS: rendezvous_annotation(*rendezvous)}
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _progress_metadata(job),
+        "metadata": meta,
         "spec": {},
     }
 
