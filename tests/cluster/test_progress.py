@@ -51,6 +51,16 @@ def trainer_lease(installed, tmp_path):
     return make
 
 
+def _maybe(read):
+    """read(), or None while the object is not there (404)."""
+    try:
+        return read()
+    except client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
 def lease_of(kube, ns: str, name: str) -> dict | None:
     try:
         return kube.api_client.sanitize_for_serialization(
@@ -69,10 +79,12 @@ def test_the_operator_makes_the_lease_and_lets_the_workers_service_account_patch
     lease = wait_for(lambda: lease_of(kube, ns, "lz-progress"), 30, "the Lease")
     assert [o["uid"] for o in lease["metadata"]["ownerReferences"]] == [uid]
     rbac = client.RbacAuthorizationV1Api(kube.api_client)
-    role = wait_for(lambda: rbac.read_namespaced_role("lz-progress", ns), 30, "the Role")
+    role = wait_for(lambda: _maybe(lambda: rbac.read_namespaced_role("lz-progress", ns)), 30, "the Role")
     assert [(r.api_groups, r.resources, r.resource_names, r.verbs) for r in role.rules] == [
         (["coordination.k8s.io"], ["leases"], ["lz-progress"], ["get", "patch"])]
-    binding = rbac.read_namespaced_role_binding("lz-progress", ns)
+    # the binding is the second round trip (it needs its Role there): made just after the Lease
+    binding = wait_for(lambda: _maybe(lambda: rbac.read_namespaced_role_binding("lz-progress", ns)), 30,
+                       "the RoleBinding")
     assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [("ServiceAccount", "default", ns)]
     # the pods' identity may get and patch that one Lease, and nothing else
     who = f"system:serviceaccount:{ns}:default"
