@@ -148,8 +148,13 @@ def test_the_progress_lease_is_made_once_worker_0_has_its_ip_with_that_ip_in_it(
     _next(b, client, 1)
     assert _progress_writes(client) == []
     pods[:] = [wk(0, address="10.244.0.7"), wk(1, address="10.244.0.8")]
+    before = len(client.calls)
     _next(b, client, 2)
     assert [c[1] for c in _progress_writes(client)] == ["Lease", "Role", "RoleBinding"]
+    # after the decision's own writes (all Running: its status and event), never in their way
+    verbs = [c[0] for c in client.calls[before:]]
+    assert "patch_status" in verbs and "event" in verbs and max(
+        verbs.index("patch_status"), verbs.index("event")) < verbs.index("create")
     made = [m for m in client.made if m["kind"] == "Lease"]
     assert made[0]["metadata"]["annotations"] == {"trainyard.dev/rendezvous": '{"attempt":0,"ip":"10.244.0.7"}'}
     # the watch has not shown the Lease yet: nothing again, and no patch of what the Lease says already

@@ -561,14 +561,12 @@ class Launcher:
 
     def _announce_start(self) -> None:
         """Worker 0 notes that torchrun started: the operator then judges this gang's startup."""
-        from .lease import micro_time
+        from .lease import LEASE_WAIT_SECONDS, micro_time
 
         lease = self._lease()
         if lease is None or self.cfg.attempt is None:
             return
         doc = json.dumps({"attempt": self.cfg.attempt, "time": micro_time()}, separators=(",", ":"))
-        from .lease import LEASE_WAIT_SECONDS
-
         # The operator makes the Lease once worker 0 (this pod) has its IP, about when this runs:
         # a 404 (or a 403 before its RoleBinding) is "not yet", tried again for LEASE_WAIT_SECONDS.
         deadline, pause = time.monotonic() + LEASE_WAIT_SECONDS, 0.25
