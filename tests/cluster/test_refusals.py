@@ -177,3 +177,23 @@ def test_a_refused_progress_child_is_a_warning_event_and_the_job_still_runs(kube
                                     None), 30, "the ProgressReportingUnavailable event")
     assert "RoleBinding nobind-progress" in warning and "does not belong to this job" in warning
     assert "Lease nobind-progress" not in warning and "Role nobind-progress:" not in warning
+
+    # The name is freed and the operator restarts: the next gang it starts makes the binding, as the
+    # event promised, although the process that saw the refusal is gone.
+    rbac.delete_namespaced_role_binding("nobind-progress", ns)
+    operator.stop()
+    operator.start()
+    kube.finish_pod(ns, "nobind-0-1", 1)
+    uid = kube.job(ns, "nobind")["metadata"]["uid"]
+
+    def ours():
+        try:
+            binding = rbac.read_namespaced_role_binding("nobind-progress", ns)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return [o.uid for o in binding.metadata.owner_references or []] == [uid] and binding
+
+    binding = wait_for(ours, 60, "the job's own RoleBinding, made at the gang start after the restart")
+    assert binding.role_ref.name == "nobind-progress" and kube.status(ns, "nobind")["rendezvousAttempt"] == 1

@@ -23,6 +23,7 @@ class FakeClient:
         self.created: dict[str, dict[str, Any]] = {}  # by name: what create was given
         self.made: list[dict[str, Any]] = []  # every manifest create was given, in order
         self.exists: set[tuple[str, str]] = set()  # (kind, name) of what was created
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # by (kind, name): what was created
         self.conflicts = 0  # the next N status writes answer 409
         self.events: list[Any] = []  # what post_events was given
         self.pool = ThreadPoolExecutor(max_workers=8)
@@ -58,7 +59,10 @@ class FakeClient:
         if refusal is not None:  # keyed by name, or by kind/name (a job's progress children share its name)
             raise refusal
         self._refuse_escalation(manifest, self.exists)
+        if (manifest["kind"], name) in self.exists:
+            return False  # 409, as the apiserver answers
         self.exists.add((manifest["kind"], name))
+        self.objects[(manifest["kind"], name)] = manifest
         return True
 
     @staticmethod
@@ -90,7 +94,11 @@ class FakeClient:
         return out
 
     def owners(self, manifest: dict[str, Any]) -> list[str] | None:
-        return [o["uid"] for o in manifest["metadata"].get("ownerReferences") or []]
+        self._log("read", manifest["kind"], manifest["metadata"]["name"])
+        existing = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        if existing is None:
+            return None
+        return [o["uid"] for o in existing["metadata"].get("ownerReferences") or []]
 
     def patch_lease_annotations(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         self._log("patch_lease", name, dict(annotations))

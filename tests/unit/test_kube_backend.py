@@ -14,6 +14,7 @@ from trainyard.engine.workers import State
 from trainyard.kube.backend import KubeBackend
 from trainyard.kube.leases import LeaseState
 from trainyard.kube.loop import RESYNC_SECONDS, JobLoop, Loops
+from trainyard.kube.manifests import progress_lease, progress_role, progress_role_binding
 
 from .conftest import BASE, T0, UID, at, make_job, merge, wk
 from .fakes import FakeClient
@@ -168,9 +169,18 @@ def test_the_progress_lease_is_made_once_worker_0_has_its_ip_with_that_ip_in_it(
     assert len(_progress_writes(client)) == 3
 
 
+def _made_by_an_earlier_process(client: FakeClient, *kinds: str) -> None:
+    job = make_job()
+    for build in (progress_lease, progress_role, progress_role_binding):
+        if (m := build(job))["kind"] in kinds:
+            client.create(m)
+    client.calls.clear()
+
+
 @pytest.mark.usefixtures("first_write_at_once")
 def test_a_new_gang_patches_its_worker_0s_ip_into_the_lease_once():
     client = FakeClient(merge(BASE, {"status": RUNNING}))
+    _made_by_an_earlier_process(client, "Lease", "Role", "RoleBinding")
     leases = [(UID, LeaseState("demo-progress", rendezvous=(0, "10.244.0.7")))]
     pods = [wk(0, address="10.244.0.7"), wk(1, state=State.FAILED, exit_code=1, address="10.244.0.8")]
     b = KubeBackend(client, lambda: [(UID, w) for w in pods], leases=lambda: list(leases))
@@ -181,6 +191,33 @@ def test_a_new_gang_patches_its_worker_0s_ip_into_the_lease_once():
     _next(b, client, 7)
     assert _progress_writes(client) == [("patch_lease", "demo-progress",
                                          {"trainyard.dev/rendezvous": '{"attempt":1,"ip":"10.244.0.9"}'})]
+    # this process had not seen the Role and RoleBinding: it read them, once, and wrote neither
+    assert [c for c in client.calls if c[0] == "read"] == [("read", "Role", "demo-progress"),
+                                                         ("read", "RoleBinding", "demo-progress")]
+
+
+@pytest.mark.usefixtures("first_write_at_once")
+def test_a_progress_child_an_earlier_operator_could_not_make_is_made_at_the_next_gang_start():
+    """The RoleBinding was refused and the operator restarted: a plain restart writes nothing, the
+    next gang the new process starts makes the binding (what the Warning event promises)."""
+    client = FakeClient(merge(BASE, {"status": RUNNING}))
+    _made_by_an_earlier_process(client, "Lease", "Role")
+    leases = [(UID, LeaseState("demo-progress", rendezvous=(0, "10.244.0.7")))]
+    pods = [wk(0, address="10.244.0.7"), wk(1, address="10.244.0.8")]
+    b = KubeBackend(client, lambda: [(UID, w) for w in pods], leases=lambda: list(leases))
+    _next(b, client, 5)
+    _next(b, client, 6)
+    assert _progress_writes(client) == [] and "read" not in client.verbs()  # not even a read
+    pods[1] = wk(1, state=State.FAILED, exit_code=1, address="10.244.0.8")
+    _next(b, client, 7)  # the gang restarts
+    pods[:] = [wk(0, attempt=1, address="10.244.0.9"), wk(1, attempt=1, address="10.244.0.10")]
+    _next(b, client, 8)
+    _next(b, client, 9)
+    assert _progress_writes(client) == [
+        ("create", "RoleBinding", "demo-progress"),
+        ("patch_lease", "demo-progress", {"trainyard.dev/rendezvous": '{"attempt":1,"ip":"10.244.0.9"}'})]
+    assert ("RoleBinding", "demo-progress") in client.exists
+    assert not [e for e in client.events if e.reason == R.PROGRESS_UNAVAILABLE]
 
 
 @pytest.mark.usefixtures("first_write_at_once")

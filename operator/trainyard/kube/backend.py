@@ -84,7 +84,8 @@ class KubeBackend:
         self._flavors: dict[str, dict[str, Any]] = {}
         self._published: set[tuple[int, str]] = set()  # (rendezvous attempt, IP) written into the Lease
         self._progress_tried: int | None = None  # the rendezvous attempt whose gang the progress children were tried for
-        self._progress_missing: set[str] = set()  # the progress kinds the last try could not make
+        self._progress_made: set[str] = set()  # the progress kinds this process made, or found to be the job's
+        self._started: set[int] = set()  # the rendezvous attempts whose pods this process created
 
     # -- observe
     def observe(self, job: api.DistributedTrainingJob) -> tuple[list[Worker], list[Child]]:
@@ -290,6 +291,7 @@ class KubeBackend:
                 if manifest is not None:
                     manifests.append((None, kind, manifest))
         job_now = job.model_copy(update={"status": plan.status})
+        self._started.update(launch.attempt for launch in plan.create)
         for launch in plan.create:
             try:
                 manifests.append((launch, launch.name, worker_pod(job_now, launch, plan.placement, self.cluster_domain)))
@@ -335,19 +337,47 @@ class KubeBackend:
         if host is None:
             return
         lease = self._lease(job)
-        if (lease is None or self._progress_missing) and self._progress_tried != attempt:
+        kinds = self._progress_to_try(lease is not None, attempt)
+        if kinds:
             self._progress_tried = attempt
-            self._progress_children(job, lease is not None, attempt, host.address)
-        elif lease is not None:
+            if lease is not None:
+                kinds = {k for k in PROGRESS_KINDS if k in kinds and not self._progress_exists(job, k)}
+            if kinds:
+                self._progress_children(job, kinds, attempt, host.address)
+        if lease is not None:
             self._publish_rendezvous(job, lease, attempt, host.address)
 
-    def _progress_children(self, job: api.DistributedTrainingJob, lease_seen: bool, attempt: int, address: str) -> None:
-        """The Lease, and the Role and RoleBinding that let the job's ServiceAccount get and patch it:
-        once per gang at most, all three while the Lease is not to be seen (someone deleted it, or no
-        operator made it yet), else what the last try could not make. A refusal is a warning: without
-        them the job still trains, the engine judges no hang (it sees no report of the gang) and
-        trainyard-launch's watchdog remains."""
-        kinds = set(self._progress_missing) if lease_seen else set(PROGRESS_KINDS)
+    def _progress_to_try(self, lease_seen: bool, attempt: int) -> set[str]:
+        """Once per gang at most: all three while the Lease is not to be seen (someone deleted it, or
+        no operator made it yet). With the Lease there, the Role and RoleBinding this process has not
+        made or seen, but only for a gang it started (`_progress_exists` reads them first): a plain
+        operator restart writes nothing, and a child an earlier process could not make is tried again
+        at the next gang start."""
+        if self._progress_tried == attempt:
+            return set()
+        if not lease_seen:
+            return set(PROGRESS_KINDS)
+        if attempt not in self._started:
+            return set()
+        return set(PROGRESS_KINDS[1:]) - self._progress_made
+
+    def _progress_exists(self, job: api.DistributedTrainingJob, kind: str) -> bool:
+        """Whether the job's Role or RoleBinding is there, by a read: a new process learns what an
+        earlier one made without a write. Not the job's, or unreadable: the creation will say why."""
+        manifest = (progress_role if kind == "Role" else progress_role_binding)(job)
+        try:
+            owners = self.client.owners(manifest)
+        except Exception:  # noqa: BLE001 - the creation that follows reports it
+            return False
+        if owners is None or job.metadata.uid not in owners:
+            return False
+        self._progress_made.add(kind)
+        return True
+
+    def _progress_children(self, job: api.DistributedTrainingJob, kinds: set[str], attempt: int, address: str) -> None:
+        """The Lease, and the Role and RoleBinding that let the job's ServiceAccount get and patch it
+        (those of `kinds`). A refusal is a warning: without them the job still trains, the engine
+        judges no hang (it sees no report of the gang) and trainyard-launch's watchdog remains."""
         # Two round trips, not three: the Lease with the Role, then the binding. Not all three
         # together: the operator has no `bind` verb, so the apiserver checks a RoleBinding against
         # the rules of the Role it names, and refuses it (404) while that Role is not there yet.
@@ -363,12 +393,12 @@ class KubeBackend:
                     except Exception as e:  # noqa: BLE001 - the apiserver's refusal, whatever it is
                         err = e
                 if err is None:
-                    kinds.discard(manifest["kind"])
+                    self._progress_made.add(manifest["kind"])
                     if manifest is lease and result is not False:
                         self._published.add((attempt, address))
                 else:
+                    self._progress_made.discard(manifest["kind"])
                     failed.append(f"{manifest['kind']} {manifest['metadata']['name']}: {_message(err)}")
-        self._progress_missing = kinds
         if failed:
             # Once per gang at most: a log line alone is a fault nobody sees.
             self.log.warning("creating the progress children failed: %s", "; ".join(failed))
