@@ -32,7 +32,14 @@ Also measured in the trainyard trials:
   as Running again (its `trainyard_jobs` gauge), the writes that resync made (should be none) and
   its RSS (issue 16 asks this at 40,000 pods; this measures it at P2's size);
 - the operator's CPU seconds and its reconcile latency histogram (trainyard_reconcile_latency_seconds:
-  the event that woke a job's loop -> the end of that reconcile) over the burst.
+  the event that woke a job's loop -> the end of that reconcile) over the burst;
+- a probe job (8 workers, alone) before the burst, on the fresh operator, and again at the end, on
+  the restarted operator that tracks every job of the burst (all Succeeded, their 4,000 pods kept):
+  the seconds to its pods created and Running, and the worst bucket of its own reconciles' latency.
+  A flat latency means the probe after is as quick as the probe before: the operator's reaction does
+  not grow with the jobs it tracks. (Inside the burst a job's first reconcile waits for the burst
+  itself: 500 jobs arrive at once and the floor, a bare client, needs seconds to create their pods.)
+  The probe before is deleted, its pods gone, before the burst's write counts are taken.
 """
 
 from __future__ import annotations
@@ -113,6 +120,36 @@ def hist_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
+PROBE = "probe"
+
+
+def _not_probe(rec: Any) -> bool:
+    return f"-{PROBE}-" not in rec.name
+
+
+def _probe(session: Session, w: C.PodWatch, ns: str, op: Any, name: str, timeout: float) -> dict[str, Any]:
+    """One job alone: seconds to its WORKERS pods created and Running, and its reconciles' latency."""
+    lat_before = histogram(op.metrics(), "trainyard_reconcile_latency_seconds")
+    t0 = time.monotonic()
+    session.submit_trainyard(name, WORKERS, ns, int(timeout))
+    mine = lambda r: r.name.startswith(f"{name}-")  # noqa: E731
+    created, running = w.wait(lambda w: w.all_times(mine, WORKERS), 120, f"the probe {name}'s pods Running")
+    C.wait_for(lambda: (session.kube.custom.get_namespaced_custom_object(
+        *TRAINYARD[:1], "v1alpha1", ns, TRAINYARD[1], name).get("status") or {}).get("phase") == "Running",
+        60, f"the probe {name} Running", interval=0.1)
+    time.sleep(0.5)  # that reconcile observes its latency after its status write and its event
+    lat = hist_delta(lat_before, histogram(op.metrics(), "trainyard_reconcile_latency_seconds"))
+    return {"created_s": created - t0, "running_s": running - t0, "latency": lat,
+            "latency_max_bucket": quantile(lat, 1.0)}
+
+
+def _delete_probe(session: Session, w: C.PodWatch, ns: str, name: str) -> None:
+    session.kube.custom.delete_namespaced_custom_object(*TRAINYARD[:1], "v1alpha1", ns, TRAINYARD[1], name)
+    w.wait(lambda w: not [r for r in w.pods.values() if r.name.startswith(f"{name}-") and r.deleted is None],
+           120, f"the probe {name}'s pods deleted")
+    w.reset()
+
+
 def _wait(w: C.PodWatch, n: int, t0: float, timeout: float, op: Any = None) -> tuple[float, float]:
     """Until the n pods are Running; with the operator `op`, a job that failed ends the wait at once
     (its pods are gone and will never all be Running)."""
@@ -128,7 +165,7 @@ def _wait(w: C.PodWatch, n: int, t0: float, timeout: float, op: Any = None) -> t
             failed = C.prom_values(text, "trainyard_jobs_failed_total")
             if failed:
                 raise RuntimeError(f"jobs failed while P2 waited for {n} pods Running: {failed}")
-        return w.all_times(lambda p: True, n)
+        return w.all_times(_not_probe, n)
 
     created, running = w.wait(done, timeout, f"{n} pods Running in {w.ns}")
     return created - t0, running - t0
@@ -157,6 +194,8 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
     w = session.watch(ns)
     prefix = session.name("scale")
     n = jobs * WORKERS
+    probe_before = _probe(session, w, ns, op, f"{prefix}-{PROBE}-before", timeout)
+    _delete_probe(session, w, ns, f"{prefix}-{PROBE}-before")
     before = C.request_counts(session.kube.apiserver_metrics())
     op_text = op.metrics()
     op_before = C.prom_values(op_text, "trainyard_api_requests_total")
@@ -191,6 +230,7 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
     time.sleep(2)
     after = C.request_counts(session.kube.apiserver_metrics())
     op_after = C.prom_values(op.metrics(), "trainyard_api_requests_total")  # the restarted process's, from 0
+    probe_after = _probe(session, w, ns, op, f"{prefix}-{PROBE}-after", timeout)
     to_running, delta = C.request_delta(before, at_running), C.request_delta(before, after)
     op_delta = {k: op_mid.get(k, 0) - op_before.get(k, 0) + op_after.get(k, 0) for k in {*op_mid, *op_after}}
     op_delta = {k: v for k, v in op_delta.items() if v}
@@ -213,6 +253,11 @@ def trainyard_trial(session: Session, jobs: int, timeout: float, baseline: bool 
         **resync,
         "reconcile_latency_to_running": lat,  # type: ignore[dict-item]
         "reconcile_duration_to_running": dur,  # type: ignore[dict-item]
+        "probe_before_created_s": probe_before["created_s"], "probe_before_running_s": probe_before["running_s"],
+        "probe_before_latency_max_s": probe_before["latency_max_bucket"],
+        "probe_after_created_s": probe_after["created_s"], "probe_after_running_s": probe_after["running_s"],
+        "probe_after_latency_max_s": probe_after["latency_max_bucket"],
+        "probe_before_latency": probe_before["latency"], "probe_after_latency": probe_after["latency"],  # type: ignore[dict-item]
     }
     session.clean(ns, TRAINYARD)
     return out
@@ -322,8 +367,19 @@ def run(session: Session, rounds: int = 2, jobs: int = JOBS) -> Result:
             vals = [quantile(t["reconcile_latency_to_running"], q) for t in ty
                     if "error" not in t and t.get("reconcile_latency_to_running", {}).get("count")]
             if vals:
-                res.row(f"{who}: reconcile latency p{int(q * 100)} under the burst (bucket bound)", None, "(flat)",
+                res.row(f"{who}: reconcile latency p{int(q * 100)} under the burst (bucket bound)", None, "",
                         a=stats(vals))
+        res.row(f"{who}: probe job ({WORKERS} workers) created, after the burst / before it",
+                paired_ratios(column(ty, "probe_after_created_s"), column(ty, "probe_before_created_s")),
+                "(flat: ~1x)", a=stats(column(ty, "probe_after_created_s")),
+                b=stats(column(ty, "probe_before_created_s")))
+        res.row(f"{who}: probe job Running, after the burst / before it",
+                paired_ratios(column(ty, "probe_after_running_s"), column(ty, "probe_before_running_s")),
+                "(flat: ~1x)", a=stats(column(ty, "probe_after_running_s")),
+                b=stats(column(ty, "probe_before_running_s")))
+        res.row(f"{who}: probe's worst reconcile latency bucket, after the burst (absolute)", None, "",
+                a=stats(column(ty, "probe_after_latency_max_s")), b=stats(column(ty, "probe_before_latency_max_s")),
+                note="b: before the burst")
     if BASELINE:
         base, ty = trials["trainyard-base"], trials["trainyard"]
         for key, label in (("created_s", f"{n} pods created"), ("running_s", f"{n} pods Running")):
@@ -334,7 +390,8 @@ def run(session: Session, rounds: int = 2, jobs: int = JOBS) -> Result:
             "writes_per_job", "writes_per_job_running", "event_writes_per_job", "progress_writes_per_job",
             "duplicate_creates", "operator_cpu_to_running_s",
             "operator_cpu_s", "operator_counted_writes_per_job", "all_apiserver_writes_per_job", "resync_s",
-            "resync_stop_s", "resync_after_stop_s", "resync_writes", "resync_rss_mb")
+            "resync_stop_s", "resync_after_stop_s", "resync_writes", "resync_rss_mb", "probe_before_created_s",
+            "probe_after_created_s", "probe_before_running_s", "probe_after_running_s")
     res.extra["absolute"] = {name: {k: stats(column(t, k)) for k in keys} for name, t in trials.items()}
     res.extra["jobs"], res.extra["workers"] = jobs, WORKERS
     return res

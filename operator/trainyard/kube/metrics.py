@@ -40,7 +40,7 @@ RECONCILE_LATENCY_SECONDS = Histogram(
     "trainyard_reconcile_latency_seconds",
     "From the event that woke a job's loop (a pod's or the job's) to the end of the reconcile it caused: "
     "the wait for a reconcile thread, the read and the writes.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 60), registry=REGISTRY)
 API_REQUESTS = Counter("trainyard_api_requests_total", "Kubernetes API requests, by verb, resource and status code.",
                        ["verb", "resource", "code"], registry=REGISTRY)
 
