@@ -127,13 +127,16 @@ def _not_probe(rec: Any) -> bool:
     return f"-{PROBE}-" not in rec.name
 
 
+def _pods_of(name: str) -> Any:
+    return lambda rec: rec.name.startswith(f"{name}-")
+
+
 def _probe(session: Session, w: C.PodWatch, ns: str, op: Any, name: str, timeout: float) -> dict[str, Any]:
     """One job alone: seconds to its WORKERS pods created and Running, and its reconciles' latency."""
     lat_before = histogram(op.metrics(), "trainyard_reconcile_latency_seconds")
     t0 = time.monotonic()
     session.submit_trainyard(name, WORKERS, ns, int(timeout))
-    mine = lambda r: r.name.startswith(f"{name}-")  # noqa: E731
-    created, running = w.wait(lambda w: w.all_times(mine, WORKERS), 120, f"the probe {name}'s pods Running")
+    created, running = w.wait(lambda w: w.all_times(_pods_of(name), WORKERS), 120, f"the probe {name}'s pods Running")
     C.wait_for(lambda: (session.kube.custom.get_namespaced_custom_object(
         *TRAINYARD[:1], "v1alpha1", ns, TRAINYARD[1], name).get("status") or {}).get("phase") == "Running",
         60, f"the probe {name} Running", interval=0.1)
@@ -145,15 +148,13 @@ def _probe(session: Session, w: C.PodWatch, ns: str, op: Any, name: str, timeout
 
 def _delete_probe(session: Session, w: C.PodWatch, ns: str, name: str) -> None:
     session.kube.custom.delete_namespaced_custom_object(*TRAINYARD[:1], "v1alpha1", ns, TRAINYARD[1], name)
-    w.wait(lambda w: not [r for r in w.pods.values() if r.name.startswith(f"{name}-") and r.deleted is None],
-           120, f"the probe {name}'s pods deleted")
+    w.wait(lambda w: not [r for r in w.select(_pods_of(name)) if r.deleted is None], 120,
+           f"the probe {name}'s pods deleted")
     w.reset()
     # The apiserver counts a request once it has answered it, after the watch event it caused: the
     # probe's last pod DELETEs (the collector's and kwok's) must not land in the burst's counts.
     def pod_deletes() -> float:
-        return sum(v for (verb, group, resource, sub, _c), v in
-                   C.request_counts(session.kube.apiserver_metrics()).items()
-                   if verb == "DELETE" and resource == "pods" and not group and not sub)
+        return writes(C.request_counts(session.kube.apiserver_metrics())).get("DELETE pods", 0.0)
     last, deadline = pod_deletes(), time.monotonic() + 15.0
     while time.monotonic() < deadline:
         time.sleep(1.0)

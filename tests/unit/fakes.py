@@ -22,7 +22,6 @@ class FakeClient:
         self.fail_creates: dict[str, Exception] = {}
         self.created: dict[str, dict[str, Any]] = {}  # by name: what create was given
         self.made: list[dict[str, Any]] = []  # every manifest create was given, in order
-        self.exists: set[tuple[str, str]] = set()  # (kind, name) of what was created
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # by (kind, name): what was created
         self.conflicts = 0  # the next N status writes answer 409
         self.events: list[Any] = []  # what post_events was given
@@ -32,6 +31,11 @@ class FakeClient:
     def _log(self, *call: Any) -> None:
         with self._lock:
             self.calls.append(call)
+
+    @property
+    def exists(self) -> set[tuple[str, str]]:
+        """(kind, name) of what was created."""
+        return set(self.objects)
 
     def verbs(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -59,9 +63,8 @@ class FakeClient:
         if refusal is not None:  # keyed by name, or by kind/name (a job's progress children share its name)
             raise refusal
         self._refuse_escalation(manifest, self.exists)
-        if (manifest["kind"], name) in self.exists:
+        if (manifest["kind"], name) in self.objects:
             return False  # 409, as the apiserver answers
-        self.exists.add((manifest["kind"], name))
         self.objects[(manifest["kind"], name)] = manifest
         return True
 

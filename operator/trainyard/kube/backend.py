@@ -364,7 +364,7 @@ class KubeBackend:
     def _progress_exists(self, job: api.DistributedTrainingJob, kind: str) -> bool:
         """Whether the job's Role or RoleBinding is there, by a read: a new process learns what an
         earlier one made without a write. Not the job's, or unreadable: the creation will say why."""
-        manifest = (progress_role if kind == "Role" else progress_role_binding)(job)
+        manifest = {"Role": progress_role, "RoleBinding": progress_role_binding}[kind](job)
         try:
             owners = self.client.owners(manifest)
         except Exception:  # noqa: BLE001 - the creation that follows reports it
